@@ -1,0 +1,400 @@
+package wsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for [Options] fields left at their zero value.
+const (
+	DefaultValidatorTimeout = 5 * time.Second
+	DefaultRetryAfter       = 5 * time.Second
+)
+
+// Options configures a [Middleware]. The zero value of every field is a
+// safe default, but at least one of PluginKeys and Sessions must be set.
+type Options struct {
+	// PluginKeys are the keys plugins authenticate with in the
+	// X-Plugin-Token header. Nil or empty: the plugin path is off, and a
+	// request that carries the header is refused with 401.
+	PluginKeys *PluginKeys
+
+	// Sessions checks requests that carry no plugin token. Nil: the
+	// session path is off, and such requests are refused with 401.
+	Sessions SessionValidator
+
+	// AllowedOrigins lists the origins, besides the request's own host,
+	// whose pages may open a session socket. Each pattern is matched case
+	// insensitively with [path.Match] against the Origin's host (with
+	// port, if any), or against "scheme://host" if the pattern contains
+	// "://". A request without an Origin header (a non-browser client) is
+	// allowed; any other origin gets 403. The plugin path ignores Origin,
+	// because a browser cannot set X-Plugin-Token. Default: none, only
+	// the same host. The pattern "*" is refused by New: it would let any
+	// web page act for a signed-in user.
+	AllowedOrigins []string
+
+	// ValidatorTimeout bounds one call of Sessions. A validator that
+	// runs out of time gives 503. Default: [DefaultValidatorTimeout].
+	ValidatorTimeout time.Duration
+
+	// RetryAfter is the Retry-After sent with a 503 when the validator
+	// could not decide and gave no time of its own. It is rounded up to
+	// whole seconds. Default: [DefaultRetryAfter].
+	RetryAfter time.Duration
+
+	// ErrorHandler writes the response that refuses a request. err wraps
+	// one of the package's sentinel errors; use [StatusCode] and
+	// [RetryAfter] to answer. It must not write a body that says more
+	// than the client needs. Default: [DefaultErrorHandler], which
+	// writes the status text only.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+
+	// Logger receives one event per decision: accepted requests at level
+	// Info, refused ones at Warn (Error for an internal failure), with
+	// the reason, the method, the remote address and the origin. It never
+	// receives a key, a cookie or a token. Default: nil, no logging.
+	Logger *slog.Logger
+}
+
+// Middleware authenticates WebSocket handshakes. Create it with [New]; it
+// is safe for concurrent use.
+type Middleware struct {
+	keys             *PluginKeys
+	sessions         SessionValidator
+	origins          []originPattern
+	validatorTimeout time.Duration
+	retryAfter       time.Duration
+	errorHandler     func(http.ResponseWriter, *http.Request, error)
+	logger           *slog.Logger
+	now              func() time.Time
+}
+
+type originPattern struct {
+	pattern    string // lower case
+	withScheme bool
+}
+
+// New validates opts and returns a middleware. It fails if neither plugin
+// keys nor a session validator is configured (nothing could ever
+// authenticate), if an origin pattern is malformed or "*", or if a
+// duration is negative. opts is not retained; later changes to it have no
+// effect.
+func New(opts Options) (*Middleware, error) {
+	if opts.PluginKeys.Len() == 0 && opts.Sessions == nil {
+		return nil, errors.New("wsauth: no authentication method: configure plugin keys, a session validator, or both")
+	}
+	if opts.ValidatorTimeout < 0 || opts.RetryAfter < 0 {
+		return nil, errors.New("wsauth: ValidatorTimeout and RetryAfter must not be negative")
+	}
+	m := &Middleware{
+		keys:             opts.PluginKeys,
+		sessions:         opts.Sessions,
+		validatorTimeout: opts.ValidatorTimeout,
+		retryAfter:       opts.RetryAfter,
+		errorHandler:     opts.ErrorHandler,
+		logger:           opts.Logger,
+		now:              time.Now,
+	}
+	if m.validatorTimeout == 0 {
+		m.validatorTimeout = DefaultValidatorTimeout
+	}
+	if m.retryAfter == 0 {
+		m.retryAfter = DefaultRetryAfter
+	}
+	if m.errorHandler == nil {
+		m.errorHandler = DefaultErrorHandler
+	}
+	for _, p := range opts.AllowedOrigins {
+		p = strings.ToLower(strings.TrimSpace(p))
+		if p == "" || p == "*" || p == "*://*" {
+			return nil, fmt.Errorf("wsauth: origin pattern %q would allow every web page to use a signed-in user's session", p)
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("wsauth: origin pattern %q: %w", p, err)
+		}
+		m.origins = append(m.origins, originPattern{pattern: p, withScheme: strings.Contains(p, "://")})
+	}
+	return m, nil
+}
+
+// Handler wraps next so that it runs only for authenticated requests, with
+// the caller's [Identity] in the request context ([FromContext]) and the
+// X-Plugin-Token header removed from the request it sees. Any other request
+// is refused by the error handler, before next runs and so before any
+// socket is upgraded. The ResponseWriter is passed through unwrapped, so
+// the WebSocket upgrade can hijack it.
+//
+// Handler has the shape of middleware for http.ServeMux, chi's r.Use and
+// alice: mux.Handle("/chat", m.Handler(chat)).
+func (m *Middleware) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := m.Authenticate(r)
+		if err != nil {
+			m.errorHandler(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, withIdentity(r, id))
+	})
+}
+
+// withIdentity returns a shallow copy of r that carries id in its context
+// and, for a plugin, no longer carries the plugin token. The caller's
+// request and header map are left as they were.
+func withIdentity(r *http.Request, id *Identity) *http.Request {
+	r2 := r.WithContext(NewContext(r.Context(), id))
+	if _, ok := r.Header[PluginTokenHeader]; ok {
+		h := r.Header.Clone()
+		delete(h, PluginTokenHeader)
+		r2.Header = h
+	}
+	return r2
+}
+
+// Authenticate decides who r is, without writing a response: it is the
+// check behind [Middleware.Handler], for callers that answer refusals
+// themselves. It returns the identity, or an error wrapping one of the
+// package's sentinel errors that [StatusCode] turns into the HTTP status.
+// The decision is logged if a logger is configured. r is not modified.
+func (m *Middleware) Authenticate(r *http.Request) (*Identity, error) {
+	d := m.decide(r)
+	m.log(r, &d)
+	return d.id, d.err
+}
+
+// decision is the outcome of one request, kept for the log.
+type decision struct {
+	id     *Identity
+	err    error
+	method string // "plugin" or "session"
+	reason string // for the log: why, in a few words, never a secret
+}
+
+func (m *Middleware) decide(r *http.Request) decision {
+	if tokens, ok := r.Header[PluginTokenHeader]; ok {
+		return m.decidePlugin(tokens)
+	}
+	return m.decideSession(r)
+}
+
+func (m *Middleware) decidePlugin(tokens []string) decision {
+	d := decision{method: "plugin"}
+	if len(tokens) != 1 {
+		d.err, d.reason = ErrAmbiguousCredentials, "more than one X-Plugin-Token header"
+		return d
+	}
+	if m.keys.Len() == 0 {
+		d.err, d.reason = ErrInvalidCredentials, "plugin token presented, but no plugin keys are configured"
+		return d
+	}
+	ks := m.keys.set.Load()
+	i := ks.match(tokens[0])
+	if i < 0 {
+		d.err, d.reason = ErrInvalidCredentials, "plugin token matches no configured key"
+		return d
+	}
+	d.id = &Identity{Kind: KindPlugin, Subject: ks.plugins[i], Name: ks.plugins[i], KeyID: ks.names[i]}
+	return d
+}
+
+func (m *Middleware) decideSession(r *http.Request) decision {
+	d := decision{method: "session"}
+	if m.sessions == nil {
+		d.err, d.reason = ErrNoCredentials, "no plugin token, and no session validator is configured"
+		return d
+	}
+	// Origin is checked before the validator runs, so that a page on a
+	// foreign site cannot even make the gateway query the auth service.
+	if !m.originAllowed(r) {
+		d.err, d.reason = ErrForbiddenOrigin, "origin not allowed for a session"
+		return d
+	}
+	id, err := m.validate(r)
+	switch {
+	case err == nil && id == nil:
+		d.err, d.reason = fmt.Errorf("%w: session validator returned neither an identity nor an error", ErrInternal), "validator broke its contract"
+	case err == nil && id.Subject == "":
+		d.err, d.reason = fmt.Errorf("%w: session validator returned an identity without a subject", ErrInternal), "validator broke its contract"
+	case err == nil && id.expired(m.now()):
+		d.err, d.reason = ErrInvalidCredentials, "session expired"
+	case err == nil:
+		id.Kind = KindUser
+		d.id = id
+	case errors.Is(err, ErrInternal):
+		d.err, d.reason = err, "session validator panicked"
+	case errors.Is(err, ErrNoCredentials):
+		d.err, d.reason = ErrNoCredentials, "no credentials"
+		if hasQueryToken(r) {
+			d.reason = "no credentials (a token in the query string is not a credential)"
+		}
+	case errors.Is(err, ErrInvalidCredentials):
+		d.err, d.reason = ErrInvalidCredentials, "session invalid"
+	default:
+		d.reason = "session validator could not decide: " + err.Error()
+		after, ok := RetryAfter(err)
+		if !ok || after <= 0 {
+			after = m.retryAfter
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		d.err = &RetryError{Err: err, After: after}
+	}
+	return d
+}
+
+// validate calls the session validator with a deadline and turns a panic
+// into an error wrapping ErrInternal.
+func (m *Middleware) validate(r *http.Request) (id *Identity, err error) {
+	ctx, cancel := context.WithTimeout(r.Context(), m.validatorTimeout)
+	defer cancel()
+	defer func() {
+		if v := recover(); v != nil {
+			// The panic value is not logged: it may hold whatever the
+			// validator was looking at, a cookie included. Its type
+			// and the stack are enough to find the bug.
+			id, err = nil, fmt.Errorf("%w: session validator panicked (%T)", ErrInternal, v)
+			if m.logger != nil {
+				m.logger.LogAttrs(ctx, slog.LevelError, "wsauth: session validator panicked",
+					slog.String("panic_type", fmt.Sprintf("%T", v)),
+					slog.String("stack", string(debug.Stack())))
+			}
+		}
+	}()
+	id, err = m.sessions.ValidateSession(ctx, r)
+	if err == nil && ctx.Err() != nil {
+		// An answer that arrives after the deadline is not trusted more
+		// than the deadline itself.
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return id, err
+}
+
+// originAllowed applies the Origin rule of the session path: no Origin
+// (a non-browser client), the request's own host, or an allowed pattern.
+func (m *Middleware) originAllowed(r *http.Request) bool {
+	vals := r.Header["Origin"]
+	switch len(vals) {
+	case 0:
+		return true
+	case 1:
+	default:
+		return false
+	}
+	scheme, host, ok := splitOrigin(vals[0])
+	if !ok {
+		return false // "null", "", or not an origin at all
+	}
+	if strings.EqualFold(host, r.Host) {
+		return true
+	}
+	for _, p := range m.origins {
+		target := host
+		if p.withScheme {
+			target = scheme + "://" + host
+		}
+		if ok, _ := path.Match(p.pattern, strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// splitOrigin splits a serialized origin "scheme://host[:port]" and
+// reports whether it is one.
+func splitOrigin(origin string) (scheme, host string, ok bool) {
+	scheme, host, ok = strings.Cut(origin, "://")
+	if !ok || host == "" || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
+		return "", "", false
+	}
+	if strings.ContainsAny(host, "/?#@ \t\\") {
+		return "", "", false
+	}
+	return scheme, host, true
+}
+
+// hasQueryToken reports whether the URL's query carries something that
+// looks like a credential, so the log can say why it was ignored.
+func hasQueryToken(r *http.Request) bool {
+	if r.URL == nil || r.URL.RawQuery == "" {
+		return false
+	}
+	q := strings.ToLower(r.URL.RawQuery)
+	return strings.Contains(q, "token") || strings.Contains(q, "key") || strings.Contains(q, "session")
+}
+
+func (m *Middleware) log(r *http.Request, d *decision) {
+	if m.logger == nil {
+		return
+	}
+	level, msg := slog.LevelInfo, "wsauth: accepted"
+	if d.err != nil {
+		level, msg = slog.LevelWarn, "wsauth: refused"
+		if errors.Is(d.err, ErrInternal) {
+			level = slog.LevelError
+		}
+	}
+	if !m.logger.Enabled(r.Context(), level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs,
+		slog.String("method", d.method),
+		slog.String("remote", r.RemoteAddr),
+		slog.String("origin", truncate(r.Header.Get("Origin"), 256)),
+		slog.String("path", truncate(r.URL.Path, 256)),
+	)
+	if d.err != nil {
+		attrs = append(attrs, slog.Int("status", StatusCode(d.err)), slog.String("reason", d.reason))
+	} else {
+		attrs = append(attrs, slog.String("kind", string(d.id.Kind)), slog.String("subject", d.id.Subject))
+		if d.id.KeyID != "" {
+			attrs = append(attrs, slog.String("key", d.id.KeyID))
+		}
+		if d.id.SessionID != "" {
+			attrs = append(attrs, slog.String("session", d.id.SessionID))
+		}
+	}
+	m.logger.LogAttrs(r.Context(), level, msg, attrs...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// DefaultErrorHandler refuses a request with the status [StatusCode] gives
+// for err and the bare status text as the body: it says no more than the
+// status does. For errors that invite a retry it sets Retry-After, in whole
+// seconds rounded up.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	code := StatusCode(err)
+	h := w.Header()
+	if after, ok := RetryAfter(err); ok {
+		h.Set("Retry-After", strconv.FormatInt(retrySeconds(after), 10))
+	}
+	h.Set("Cache-Control", "no-store")
+	http.Error(w, http.StatusText(code), code)
+}
+
+// retrySeconds rounds d up to whole seconds, at least one.
+func retrySeconds(d time.Duration) int64 {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
