@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mosaicstack/wsauth"
+)
+
+// demoCookie names the demo store's session cookie.
+const demoCookie = "wsauth_demo_session"
+
+// demoSessionTTL is how long a demo session lasts.
+const demoSessionTTL = 12 * time.Hour
+
+// demoSessions is an in-memory session store for trying the gateway
+// without an auth service. It implements wsauth.SessionValidator.
+type demoSessions struct {
+	mu       sync.Mutex
+	sessions map[string]demoSession // by token
+}
+
+type demoSession struct {
+	id      string
+	name    string
+	expires time.Time
+}
+
+func newDemoSessions() *demoSessions {
+	return &demoSessions{sessions: make(map[string]demoSession)}
+}
+
+// ValidateSession looks the request's session cookie up in the store.
+func (s *demoSessions) ValidateSession(_ context.Context, r *http.Request) (*wsauth.Identity, error) {
+	c, err := r.Cookie(demoCookie)
+	if err != nil || c.Value == "" {
+		return nil, wsauth.ErrNoCredentials
+	}
+	s.mu.Lock()
+	sess, ok := s.sessions[c.Value]
+	s.mu.Unlock()
+	if !ok || !time.Now().Before(sess.expires) {
+		return nil, wsauth.ErrInvalidCredentials
+	}
+	return &wsauth.Identity{
+		Kind:      wsauth.KindUser,
+		Subject:   "demo:" + sess.name,
+		Name:      sess.name,
+		SessionID: sess.id,
+		Expires:   sess.expires,
+	}, nil
+}
+
+// login starts a session for the form field "name" and sets its cookie.
+func (s *demoSessions) login() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimSpace(r.PostFormValue("name"))
+		if !validDisplayName(name) {
+			http.Error(w, "name: 1 to 32 printable characters", http.StatusBadRequest)
+			return
+		}
+		token, id := randomToken(), randomToken()[:12]
+		expires := time.Now().Add(demoSessionTTL)
+		s.mu.Lock()
+		s.sessions[token] = demoSession{id: id, name: name, expires: expires}
+		s.mu.Unlock()
+		http.SetCookie(w, &http.Cookie{
+			Name: demoCookie, Value: token, Path: "/", Expires: expires,
+			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
+		})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
+}
+
+// logout ends the request's session and clears its cookie.
+func (s *demoSessions) logout() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := r.Cookie(demoCookie); err == nil {
+			s.mu.Lock()
+			delete(s.sessions, c.Value)
+			s.mu.Unlock()
+		}
+		http.SetCookie(w, &http.Cookie{Name: demoCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
+}
+
+// whoami tells the chat page who is signed in: 200 with the name, or 401.
+func whoami(v wsauth.SessionValidator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		id, err := v.ValidateSession(r.Context(), r)
+		if err != nil {
+			http.Error(w, http.StatusText(wsauth.StatusCode(err)), wsauth.StatusCode(err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(sender{Kind: wsauth.KindUser, Name: id.Name})
+	})
+}
+
+func validDisplayName(name string) bool {
+	if name == "" || utf8.RuneCountInString(name) > 32 || !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
