@@ -503,7 +503,7 @@ func ensureNodeModules(dir string) error {
 func lockHash(dir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "package-lock.json"))
 	if err != nil {
-		return "", fmt.Errorf("Better Auth server: %w", err)
+		return "", fmt.Errorf("betterauthtest: %w", err)
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
