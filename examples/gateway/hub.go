@@ -133,11 +133,15 @@ func (h *hub) broadcast(m message) {
 	}
 }
 
-// closeAll tells every client the gateway is going away.
+// closeAll tells every client the gateway is going away, and returns when
+// every close handshake has finished or timed out, so that the process does
+// not exit before the close frames are sent.
 func (h *hub) closeAll() {
+	var wg sync.WaitGroup
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	for c := range h.clients {
-		go c.conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+		wg.Go(func() { _ = c.conn.Close(websocket.StatusGoingAway, "gateway shutting down") })
 	}
+	h.mu.Unlock()
+	wg.Wait()
 }
