@@ -33,6 +33,8 @@ type hub struct {
 	logger  *slog.Logger
 	mu      sync.Mutex
 	clients map[*client]struct{}
+	closing bool           // set by closeAll: no new sockets
+	running sync.WaitGroup // chat handlers that may hold a socket
 }
 
 type client struct {
@@ -53,6 +55,13 @@ func (h *hub) chat(origins []string) http.Handler {
 			http.Error(w, "unauthenticated", http.StatusUnauthorized)
 			return
 		}
+		// A socket accepted during shutdown would be cut off without
+		// a close frame; refuse it before the upgrade instead.
+		if !h.enter() {
+			http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		defer h.running.Done()
 		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 			OriginPatterns: origins,
 			// The middleware enforced the Origin rule already; plugins
@@ -64,7 +73,10 @@ func (h *hub) chat(origins []string) http.Handler {
 		}
 		conn.SetReadLimit(maxMessage)
 		c := &client{conn: conn, send: make(chan []byte, 64)}
-		h.add(c)
+		if !h.add(c) {
+			_ = conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+			return
+		}
 		defer h.remove(c)
 
 		ctx, cancel := context.WithCancel(context.Background())
@@ -101,10 +113,26 @@ func (c *client) writeLoop(ctx context.Context) {
 	}
 }
 
-func (h *hub) add(c *client) {
+// enter counts a chat handler in, unless the hub is closing.
+func (h *hub) enter() bool {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.running.Add(1)
+	return true
+}
+
+// add registers a connected client, unless the hub is closing.
+func (h *hub) add(c *client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
 	h.clients[c] = struct{}{}
-	h.mu.Unlock()
+	return true
 }
 
 func (h *hub) remove(c *client) {
@@ -133,15 +161,21 @@ func (h *hub) broadcast(m message) {
 	}
 }
 
-// closeAll tells every client the gateway is going away, and returns when
-// every close handshake has finished or timed out, so that the process does
-// not exit before the close frames are sent.
-func (h *hub) closeAll() {
-	var wg sync.WaitGroup
+// closeAll tells every client the gateway is going away, refuses new ones,
+// and returns when every chat handler has finished (its close handshake
+// done or timed out) or ctx ends, so that the process does not exit before
+// the close frames are sent.
+func (h *hub) closeAll(ctx context.Context) {
 	h.mu.Lock()
+	h.closing = true
 	for c := range h.clients {
-		wg.Go(func() { _ = c.conn.Close(websocket.StatusGoingAway, "gateway shutting down") })
+		go c.conn.Close(websocket.StatusGoingAway, "gateway shutting down")
 	}
 	h.mu.Unlock()
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { h.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
