@@ -33,7 +33,7 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // Retryable reports whether trying again later may succeed: true for 429
 // and for 5xx (the gateway or its auth service is unavailable), false for a
 // refused credential (401, 403, 400), which will be refused again until the
-// key is fixed.
+// key is fixed, and for a redirect, which a plugin never follows.
 func (e *HandshakeError) Retryable() bool {
 	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
 }
@@ -50,7 +50,8 @@ func (e *HandshakeError) Retryable() bool {
 //	}
 //
 // Any other error (the gateway is unreachable) is returned as is and is
-// worth retrying. Use wss:// outside a trusted network: the key travels in
+// worth retrying. DialPlugin never follows a redirect: the key would travel
+// to wherever it points. Use wss:// outside a trusted network: the key travels in
 // a header and is only as private as the connection.
 func DialPlugin(ctx context.Context, url, key string, opts *websocket.DialOptions) (*websocket.Conn, error) {
 	if key == "" {
@@ -65,6 +66,17 @@ func DialPlugin(ctx context.Context, url, key string, opts *websocket.DialOption
 		o.HTTPHeader = make(http.Header)
 	}
 	o.HTTPHeader.Set(PluginTokenHeader, key)
+	// Go's HTTP client copies custom headers onto a redirected request,
+	// even to another host or from https to http: a redirect would hand
+	// the key to whoever it points at. A plugin follows no redirect; the
+	// 3xx is returned as a HandshakeError.
+	client := http.DefaultClient
+	if o.HTTPClient != nil {
+		client = o.HTTPClient
+	}
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	o.HTTPClient = &noRedirect
 	c, resp, err := websocket.Dial(ctx, url, &o)
 	if err == nil {
 		return c, nil

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +85,34 @@ func newStatusServer(t *testing.T, status int, retryAfter string) string {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return "ws://" + srv.Listener.Addr().String() + "/chat"
+}
+
+// TestDialPluginDoesNotFollowRedirects: a redirect must not carry the key
+// to another server.
+func TestDialPluginDoesNotFollowRedirects(t *testing.T) {
+	var leaked atomic.Bool
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(PluginTokenHeader) != "" {
+			leaked.Store(true)
+		}
+		http.Error(w, "nope", http.StatusNotFound)
+	}))
+	defer target.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/chat", http.StatusFound)
+	}))
+	defer redirector.Close()
+
+	for _, client := range []*http.Client{nil, {Timeout: 5 * time.Second}} {
+		_, err := DialPlugin(context.Background(), "ws"+strings.TrimPrefix(redirector.URL, "http")+"/chat", testKey,
+			&websocket.DialOptions{HTTPClient: client})
+		var he *HandshakeError
+		require.ErrorAs(t, err, &he)
+		assert.Equal(t, http.StatusFound, he.StatusCode)
+		assert.False(t, he.Retryable())
+		if client != nil {
+			assert.Nil(t, client.CheckRedirect, "the caller's client is not modified")
+		}
+	}
+	assert.False(t, leaked.Load(), "the key reached the redirect's target")
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"path"
+	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -32,14 +32,16 @@ type Options struct {
 	Sessions SessionValidator
 
 	// AllowedOrigins lists the origins, besides the request's own host,
-	// whose pages may open a session socket. Each pattern is matched case
-	// insensitively with [path.Match] against the Origin's host (with
-	// port, if any), or against "scheme://host" if the pattern contains
-	// "://". A request without an Origin header (a non-browser client) is
-	// allowed; any other origin gets 403. The plugin path ignores Origin,
-	// because a browser cannot set X-Plugin-Token. Default: none, only
-	// the same host. The pattern "*" is refused by New: it would let any
-	// web page act for a signed-in user.
+	// whose pages may open a session socket. A pattern is a host with an
+	// optional port ("app.example.com", "localhost:3000"), optionally
+	// preceded by "http://" or "https://", and optionally starting with
+	// "*." for any subdomain ("*.example.com"); hosts compare case
+	// insensitively and ports exactly. New refuses any other wildcard,
+	// "*" alone, and anything after the host: a pattern must never allow
+	// every web page to act for a signed-in user. A request without an
+	// Origin header (a non-browser client) is allowed; any other origin
+	// gets 403. The plugin path ignores Origin, because a browser cannot
+	// set X-Plugin-Token. Default: none, only the same host.
 	AllowedOrigins []string
 
 	// ValidatorTimeout bounds one call of Sessions. A validator that
@@ -78,11 +80,6 @@ type Middleware struct {
 	now              func() time.Time
 }
 
-type originPattern struct {
-	pattern    string // lower case
-	withScheme bool
-}
-
 // New validates opts and returns a middleware. It fails if neither plugin
 // keys nor a session validator is configured (nothing could ever
 // authenticate), if an origin pattern is malformed or "*", or if a
@@ -113,15 +110,12 @@ func New(opts Options) (*Middleware, error) {
 	if m.errorHandler == nil {
 		m.errorHandler = DefaultErrorHandler
 	}
-	for _, p := range opts.AllowedOrigins {
-		p = strings.ToLower(strings.TrimSpace(p))
-		if p == "" || p == "*" || p == "*://*" {
-			return nil, fmt.Errorf("wsauth: origin pattern %q would allow every web page to use a signed-in user's session", p)
+	for _, o := range opts.AllowedOrigins {
+		p, err := parseOriginPattern(o)
+		if err != nil {
+			return nil, err
 		}
-		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("wsauth: origin pattern %q: %w", p, err)
-		}
-		m.origins = append(m.origins, originPattern{pattern: p, withScheme: strings.Contains(p, "://")})
+		m.origins = append(m.origins, p)
 	}
 	return m, nil
 }
@@ -191,11 +185,11 @@ func (m *Middleware) decidePlugin(tokens []string) decision {
 		d.err, d.reason = ErrAmbiguousCredentials, "more than one X-Plugin-Token header"
 		return d
 	}
-	if m.keys.Len() == 0 {
+	ks := m.keys.snapshot()
+	if len(ks.digests) == 0 {
 		d.err, d.reason = ErrInvalidCredentials, "plugin token presented, but no plugin keys are configured"
 		return d
 	}
-	ks := m.keys.set.Load()
 	i := ks.match(tokens[0])
 	if i < 0 {
 		d.err, d.reason = ErrInvalidCredentials, "plugin token matches no configured key"
@@ -226,10 +220,14 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 	case err == nil && id.expired(m.now()):
 		d.err, d.reason = ErrInvalidCredentials, "session expired"
 	case err == nil:
-		id.Kind = KindUser
-		d.id = id
+		// The validator's identity may be shared (a cache hands out the
+		// same one to many requests): the middleware keeps its own copy,
+		// and a session never carries a plugin's marks.
+		u := *id
+		u.Kind, u.KeyID = KindUser, ""
+		d.id = &u
 	case errors.Is(err, ErrInternal):
-		d.err, d.reason = err, "session validator panicked"
+		d.err, d.reason = err, "session validator failed: "+redactedError(err)
 	case errors.Is(err, ErrNoCredentials):
 		d.err, d.reason = ErrNoCredentials, "no credentials"
 		if hasQueryToken(r) {
@@ -238,7 +236,7 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 	case errors.Is(err, ErrInvalidCredentials):
 		d.err, d.reason = ErrInvalidCredentials, "session invalid"
 	default:
-		d.reason = "session validator could not decide: " + err.Error()
+		d.reason = "session validator could not decide: " + redactedError(err)
 		after, ok := RetryAfter(err)
 		if !ok || after <= 0 {
 			after = m.retryAfter
@@ -251,11 +249,53 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 	return d
 }
 
-// validate calls the session validator with a deadline and turns a panic
-// into an error wrapping ErrInternal.
-func (m *Middleware) validate(r *http.Request) (id *Identity, err error) {
+// sessionLookup is implemented by validators that can answer some requests
+// from memory, such as the session cache. The middleware asks it first, on
+// the request's own goroutine, and calls ValidateSession only when it
+// reports false.
+type sessionLookup interface {
+	lookupSession(r *http.Request) (id *Identity, err error, ok bool)
+}
+
+// validate asks the session validator about r. A call that does not return
+// within the validator timeout gives ErrUnavailable even if the validator
+// ignores its context (it then finishes on its own goroutine, but never
+// holds the handshake), and a panic becomes an error wrapping ErrInternal.
+func (m *Middleware) validate(r *http.Request) (*Identity, error) {
+	if l, ok := m.sessions.(sessionLookup); ok {
+		if id, err, hit := l.lookupSession(r); hit {
+			return id, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), m.validatorTimeout)
 	defer cancel()
+	type result struct {
+		id  *Identity
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		id, err := m.callValidator(ctx, r)
+		done <- result{id, err}
+	}()
+	select {
+	case res := <-done:
+		if res.err == nil && ctx.Err() != nil {
+			// An answer that arrives after the deadline is not trusted
+			// more than the deadline itself.
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		if res.err != nil && errors.Is(res.err, context.DeadlineExceeded) && !errors.Is(res.err, ErrUnavailable) {
+			res.err = fmt.Errorf("%w: %w", ErrUnavailable, res.err)
+		}
+		return res.id, res.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// callValidator calls the validator and turns a panic into an error.
+func (m *Middleware) callValidator(ctx context.Context, r *http.Request) (id *Identity, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			// The panic value is not logged: it may hold whatever the
@@ -269,59 +309,26 @@ func (m *Middleware) validate(r *http.Request) (id *Identity, err error) {
 			}
 		}
 	}()
-	id, err = m.sessions.ValidateSession(ctx, r)
-	if err == nil && ctx.Err() != nil {
-		// An answer that arrives after the deadline is not trusted more
-		// than the deadline itself.
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-	}
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable) {
-		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return id, err
+	return m.sessions.ValidateSession(ctx, r)
 }
 
-// originAllowed applies the Origin rule of the session path: no Origin
-// (a non-browser client), the request's own host, or an allowed pattern.
-func (m *Middleware) originAllowed(r *http.Request) bool {
-	vals := r.Header["Origin"]
-	switch len(vals) {
-	case 0:
-		return true
-	case 1:
-	default:
-		return false
-	}
-	scheme, host, ok := splitOrigin(vals[0])
-	if !ok {
-		return false // "null", "", or not an origin at all
-	}
-	if strings.EqualFold(host, r.Host) {
-		return true
-	}
-	for _, p := range m.origins {
-		target := host
-		if p.withScheme {
-			target = scheme + "://" + host
-		}
-		if ok, _ := path.Match(p.pattern, strings.ToLower(target)); ok {
-			return true
+// redactedError returns err's text with the query and user info of any URL
+// in it removed: an HTTP client's error quotes the URL it asked, and a
+// validator that put a credential in a query string must not leak it into
+// the log.
+func redactedError(err error) string {
+	text := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+			text = strings.ReplaceAll(text, strconv.Quote(ue.URL), strconv.Quote(u.String()))
+			text = strings.ReplaceAll(text, ue.URL, u.String())
+		} else {
+			text = strings.ReplaceAll(text, ue.URL, "[url]")
 		}
 	}
-	return false
-}
-
-// splitOrigin splits a serialized origin "scheme://host[:port]" and
-// reports whether it is one.
-func splitOrigin(origin string) (scheme, host string, ok bool) {
-	scheme, host, ok = strings.Cut(origin, "://")
-	if !ok || host == "" || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
-		return "", "", false
-	}
-	if strings.ContainsAny(host, "/?#@ \t\\") {
-		return "", "", false
-	}
-	return scheme, host, true
+	return text
 }
 
 // hasQueryToken reports whether the URL's query carries something that

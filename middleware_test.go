@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -362,10 +364,9 @@ func TestSessionPathOff(t *testing.T) {
 func TestPaddedKeyOnTheWire(t *testing.T) {
 	h := newHarness(t, Options{})
 	for name, value := range map[string]string{
-		"vertical tab after":   testKey + "\v",
-		"NUL after":            testKey + "\x00",
 		"two keys with spaces": testKey + " " + testKey,
 		"quoted":               `"` + testKey + `"`,
+		"no-break spaces":      "\u00a0" + testKey + "\u00a0",
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := net.Dial("tcp", h.srv.Listener.Addr().String())
@@ -455,9 +456,12 @@ func TestResponseWriterIsNotWrapped(t *testing.T) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/chat", nil)
 	req.Header.Set(PluginTokenHeader, testKey)
+	ran := false
 	m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ran = true
 		assert.Same(t, rec, w)
 	})).ServeHTTP(rec, req)
+	require.True(t, ran, "the handler did not run")
 }
 
 func TestNewRefusesUnsafeOptions(t *testing.T) {
@@ -497,4 +501,125 @@ func TestTimeoutIsBounded(t *testing.T) {
 	require.NotNil(t, resp)
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Less(t, time.Since(start), time.Second)
+}
+
+// TestPaddedKeyInProcess covers values no HTTP server would pass on
+// (net/http trims spaces and tabs around a value and refuses control
+// characters), in case a request reaches the middleware some other way.
+func TestPaddedKeyInProcess(t *testing.T) {
+	keys, err := NewPluginKeys(PluginKey{Name: "telegram", Key: testKey})
+	require.NoError(t, err)
+	m, err := New(Options{PluginKeys: keys})
+	require.NoError(t, err)
+	for _, value := range []string{" " + testKey, testKey + " ", "\t" + testKey, testKey + "\v", testKey + "\x00", testKey + "\r\n"} {
+		r := httptest.NewRequest(http.MethodGet, "/chat", nil)
+		r.Header[PluginTokenHeader] = []string{value}
+		id, err := m.Authenticate(r)
+		assert.Nil(t, id)
+		assert.ErrorIs(t, err, ErrInvalidCredentials, "%q", value)
+	}
+}
+
+func TestZeroPluginKeys(t *testing.T) {
+	_, err := New(Options{PluginKeys: &PluginKeys{}})
+	assert.Error(t, err, "a zero key set is an empty one")
+	m, err := New(Options{PluginKeys: &PluginKeys{}, Sessions: &fakeSessions{}})
+	require.NoError(t, err)
+	r := httptest.NewRequest(http.MethodGet, "/chat", nil)
+	r.Header.Set(PluginTokenHeader, testKey)
+	_, err = m.Authenticate(r)
+	assert.ErrorIs(t, err, ErrInvalidCredentials)
+}
+
+// TestValidatorIgnoringItsContext: the deadline holds even for a validator
+// that never looks at ctx.
+func TestValidatorIgnoringItsContext(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	m, err := New(Options{
+		Sessions: SessionValidatorFunc(func(ctx context.Context, r *http.Request) (*Identity, error) {
+			<-release
+			return &Identity{Subject: "late"}, nil
+		}),
+		ValidatorTimeout: 50 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	start := time.Now()
+	id, err := m.Authenticate(httptest.NewRequest(http.MethodGet, "/chat", nil))
+	assert.Nil(t, id)
+	assert.ErrorIs(t, err, ErrUnavailable)
+	assert.Less(t, time.Since(start), 2*time.Second)
+}
+
+// TestSharedIdentityIsNotModified: a validator may hand the same identity
+// to many requests (a cache does); the middleware must not write to it.
+func TestSharedIdentityIsNotModified(t *testing.T) {
+	shared := &Identity{Kind: KindPlugin, Subject: "u1", Name: "alice", KeyID: "telegram"}
+	m, err := New(Options{Sessions: SessionValidatorFunc(func(context.Context, *http.Request) (*Identity, error) {
+		return shared, nil
+	})})
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := m.Authenticate(httptest.NewRequest(http.MethodGet, "/chat", nil))
+			assert.NoError(t, err)
+			assert.Equal(t, KindUser, id.Kind)
+			assert.Empty(t, id.KeyID, "a session never carries a plugin key name")
+			assert.NotSame(t, shared, id)
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, Identity{Kind: KindPlugin, Subject: "u1", Name: "alice", KeyID: "telegram"}, *shared)
+}
+
+// logBuffer collects a logger's output for tests.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestPanicIsLogged(t *testing.T) {
+	var out logBuffer
+	h := newHarness(t, Options{Logger: slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	_, resp := h.dial(t, "", hdr("Cookie", testCookie+"=panic"))
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	log := out.String()
+	assert.Contains(t, log, `"level":"ERROR","msg":"wsauth: session validator panicked"`)
+	assert.Contains(t, log, `"panic_type":"string"`)
+	assert.NotContains(t, log, "validator bug", "the panic value may hold secrets and is not logged")
+	assert.NotContains(t, log, "panic\"", "the cookie value is not logged")
+}
+
+func TestValidatorErrorIsRedactedInTheLog(t *testing.T) {
+	var out logBuffer
+	secret := "cookie-value-that-must-not-leak"
+	m, err := New(Options{
+		Sessions: SessionValidatorFunc(func(ctx context.Context, r *http.Request) (*Identity, error) {
+			_, err := http.Get("http://user:pw@127.0.0.1:1/get-session?token=" + secret)
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}),
+		Logger: slog.New(slog.NewTextHandler(&out, nil)),
+	})
+	require.NoError(t, err)
+	_, err = m.Authenticate(httptest.NewRequest(http.MethodGet, "/chat", nil))
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.Contains(t, out.String(), "127.0.0.1:1/get-session")
+	assert.NotContains(t, out.String(), secret)
+	assert.NotContains(t, out.String(), "pw@")
 }

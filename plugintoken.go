@@ -157,29 +157,34 @@ func (p *PluginKeys) Reload() error {
 	return nil
 }
 
+// emptyKeys is the snapshot of a nil or zero PluginKeys.
+var emptyKeys = &keySet{}
+
+// snapshot returns the keys in force; a nil or zero set has none.
+func (p *PluginKeys) snapshot() *keySet {
+	if p == nil {
+		return emptyKeys
+	}
+	if ks := p.set.Load(); ks != nil {
+		return ks
+	}
+	return emptyKeys
+}
+
 // Len returns the number of configured keys.
 func (p *PluginKeys) Len() int {
-	if p == nil {
-		return 0
-	}
-	return len(p.set.Load().digests)
+	return len(p.snapshot().digests)
 }
 
 // Names returns the full names of the configured keys, in configuration
 // order. It never returns a key.
 func (p *PluginKeys) Names() []string {
-	if p == nil {
-		return nil
-	}
-	return append([]string(nil), p.set.Load().names...)
+	return append([]string(nil), p.snapshot().names...)
 }
 
 // Has reports whether a key with the given full name is configured.
 func (p *PluginKeys) Has(name string) bool {
-	if p == nil {
-		return false
-	}
-	for _, n := range p.set.Load().names {
+	for _, n := range p.snapshot().names {
 		if n == name {
 			return true
 		}

@@ -19,8 +19,10 @@ import (
 //     nonsense). The middleware answers 503 with Retry-After and never
 //     opens a socket.
 //
-// ctx carries the middleware's deadline; an implementation must return when
-// it ends. The request must not be modified. Implementations must be safe
+// ctx carries the middleware's deadline; an implementation should return
+// when it ends (the middleware stops waiting for it then either way). The
+// text of a returned error may be logged, with the query and user info of
+// any *url.Error's URL removed; it must not contain a credential. The request must not be modified. Implementations must be safe
 // for concurrent use. A returned identity's Kind is set to [KindUser] by the
 // middleware whatever the validator put there: a session never makes a
 // plugin.

@@ -21,6 +21,10 @@ const demoCookie = "wsauth_demo_session"
 // demoSessionTTL is how long a demo session lasts.
 const demoSessionTTL = 12 * time.Hour
 
+// maxDemoSessions bounds the store, so that a flood of POST /login cannot
+// grow it without end.
+const maxDemoSessions = 10000
+
 // demoSessions is an in-memory session store for trying the gateway
 // without an auth service. It implements wsauth.SessionValidator.
 type demoSessions struct {
@@ -59,6 +63,15 @@ func (s *demoSessions) ValidateSession(_ context.Context, r *http.Request) (*wsa
 	}, nil
 }
 
+// purgeExpired drops sessions that have ended. s.mu must be held.
+func (s *demoSessions) purgeExpired(now time.Time) {
+	for token, sess := range s.sessions {
+		if !now.Before(sess.expires) {
+			delete(s.sessions, token)
+		}
+	}
+}
+
 // login starts a session for the form field "name" and sets its cookie.
 func (s *demoSessions) login() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -70,8 +83,18 @@ func (s *demoSessions) login() http.Handler {
 		token, id := randomToken(), randomToken()[:12]
 		expires := time.Now().Add(demoSessionTTL)
 		s.mu.Lock()
-		s.sessions[token] = demoSession{id: id, name: name, expires: expires}
+		if len(s.sessions) >= maxDemoSessions {
+			s.purgeExpired(time.Now())
+		}
+		full := len(s.sessions) >= maxDemoSessions
+		if !full {
+			s.sessions[token] = demoSession{id: id, name: name, expires: expires}
+		}
 		s.mu.Unlock()
+		if full {
+			http.Error(w, "too many sessions, try again later", http.StatusServiceUnavailable)
+			return
+		}
 		http.SetCookie(w, &http.Cookie{
 			Name: demoCookie, Value: token, Path: "/", Expires: expires,
 			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,

@@ -156,6 +156,9 @@ func (h *hub) broadcast(m message) {
 		select {
 		case c.send <- b:
 		default:
+			// Dropped from the hub at once, so that it is closed once,
+			// not once per message while its close handshake runs.
+			delete(h.clients, c)
 			go c.conn.Close(websocket.StatusPolicyViolation, "too slow")
 		}
 	}

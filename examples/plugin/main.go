@@ -7,7 +7,8 @@
 //	GATEWAY_URL     the gateway's WebSocket endpoint (default ws://127.0.0.1:8080/chat)
 //	PLUGIN_API_KEY  the plugin key
 //
-// A refused key (401) stops it with a clear message; a gateway that is down
+// A refused key (401), or a connection closed with 4401 or 4403 because the
+// key was revoked, stops it with a clear message; a gateway that is down
 // or answers 503 is retried with exponential backoff.
 package main
 
@@ -55,6 +56,9 @@ func main() {
 		if errors.As(err, &he) && !he.Retryable() {
 			log.Fatalf("the gateway refused the plugin key (%d %s): check PLUGIN_API_KEY", he.StatusCode, http.StatusText(he.StatusCode))
 		}
+		if code := websocket.CloseStatus(err); code == 4401 || code == 4403 {
+			log.Fatalf("the gateway closed the connection with %d: the plugin key was revoked; check PLUGIN_API_KEY", code)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -87,8 +91,8 @@ func session(ctx context.Context, url, key string) error {
 	for {
 		_, data, err := conn.Read(ctx)
 		if err != nil {
-			if s := websocket.CloseStatus(err); s != -1 {
-				return fmt.Errorf("closed by the gateway: %d", s)
+			if websocket.CloseStatus(err) != -1 {
+				return fmt.Errorf("closed by the gateway: %w", err)
 			}
 			return err
 		}
