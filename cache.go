@@ -49,6 +49,19 @@ type SessionCacheOptions struct {
 	CredentialHeaders []string
 }
 
+// defaultCredentialHeaders are the headers that carry a session: a cookie,
+// or a bearer token.
+var defaultCredentialHeaders = []string{"Cookie", "Authorization"}
+
+// credentialHeaders returns the headers that carry the credential v
+// checks: those of a cache's CredentialHeaders, or the default ones.
+func credentialHeaders(v SessionValidator) []string {
+	if c, ok := v.(*sessionCache); ok {
+		return c.headers
+	}
+	return defaultCredentialHeaders
+}
+
 // sessionCache is the validator returned by NewSessionCache.
 type sessionCache struct {
 	next    SessionValidator
@@ -130,7 +143,7 @@ func NewSessionCache(v SessionValidator, opts SessionCacheOptions) (SessionValid
 	}
 	headers := opts.CredentialHeaders
 	if len(headers) == 0 {
-		headers = []string{"Cookie", "Authorization"}
+		headers = defaultCredentialHeaders
 	}
 	for _, h := range headers {
 		c.headers = append(c.headers, http.CanonicalHeaderKey(h))
