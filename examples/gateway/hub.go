@@ -30,9 +30,11 @@ type sender struct {
 
 // hub keeps the connected clients and broadcasts to them.
 type hub struct {
-	logger  *slog.Logger
-	mu      sync.Mutex
-	clients map[*client]struct{}
+	logger   *slog.Logger
+	handlers sync.WaitGroup // running chat handlers
+	mu       sync.Mutex
+	clients  map[*client]struct{}
+	closing  bool // closeAll has run: no new clients
 }
 
 type client struct {
@@ -45,29 +47,27 @@ func newHub(logger *slog.Logger) *hub {
 }
 
 // chat is the WebSocket handler behind the wsauth middleware: by the time it
-// runs, the request is authenticated and carries an identity.
-func (h *hub) chat(origins []string) http.Handler {
+// runs, the request is authenticated and carries an identity. auth.Accept
+// ties the socket to that identity: it is closed with 4401 when the session
+// expires or is signed out, or the plugin's key is removed, and ctx ends.
+func (h *hub) chat(auth *wsauth.Middleware) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := wsauth.FromContext(r.Context())
-		if !ok {
-			http.Error(w, "unauthenticated", http.StatusUnauthorized)
-			return
-		}
-		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-			OriginPatterns: origins,
-			// The middleware enforced the Origin rule already; plugins
-			// are exempt from it, since a browser cannot send their key.
-			InsecureSkipVerify: id.Kind == wsauth.KindPlugin,
-		})
+		h.handlers.Add(1)
+		defer h.handlers.Done()
+		conn, ctx, err := auth.Accept(w, r, nil)
 		if err != nil {
-			return
+			return // Accept has answered the request
 		}
+		id, _ := wsauth.FromContext(ctx)
 		conn.SetReadLimit(maxMessage)
 		c := &client{conn: conn, send: make(chan []byte, 64)}
-		h.add(c)
+		if !h.add(c) {
+			conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+			return
+		}
 		defer h.remove(c)
 
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go c.writeLoop(ctx)
 		from := sender{Kind: id.Kind, Name: id.Name}
@@ -101,10 +101,15 @@ func (c *client) writeLoop(ctx context.Context) {
 	}
 }
 
-func (h *hub) add(c *client) {
+// add registers c, and reports false if the gateway is shutting down.
+func (h *hub) add(c *client) bool {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
 	h.clients[c] = struct{}{}
-	h.mu.Unlock()
+	return true
 }
 
 func (h *hub) remove(c *client) {
@@ -133,11 +138,20 @@ func (h *hub) broadcast(m message) {
 	}
 }
 
-// closeAll tells every client the gateway is going away.
-func (h *hub) closeAll() {
+// closeAll tells every client the gateway is going away, and waits until
+// their handlers have returned or ctx ends. Clients that connect later are
+// turned away.
+func (h *hub) closeAll(ctx context.Context) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.closing = true
 	for c := range h.clients {
 		go c.conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
