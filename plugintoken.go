@@ -247,7 +247,8 @@ func (p *PluginKeys) Has(name string) bool {
 // length tells which key matched or how close a guess came. It returns the
 // index of the matching key, or -1.
 func (ks *keySet) match(token string) int {
-	sum := sha256.Sum256([]byte(token))
+	var buf [128]byte // keeps a typical token off the heap
+	sum := sha256.Sum256(append(buf[:0], token...))
 	found := -1
 	for i := range ks.digests {
 		eq := subtle.ConstantTimeCompare(sum[:], ks.digests[i][:])

@@ -30,11 +30,11 @@ type sender struct {
 
 // hub keeps the connected clients and broadcasts to them.
 type hub struct {
-	logger   *slog.Logger
-	handlers sync.WaitGroup // running chat handlers
-	mu       sync.Mutex
-	clients  map[*client]struct{}
-	closing  bool // closeAll has run: no new clients
+	logger  *slog.Logger
+	mu      sync.Mutex
+	clients map[*client]struct{}
+	closing bool           // set by closeAll: no new sockets
+	running sync.WaitGroup // chat handlers that may hold a socket
 }
 
 type client struct {
@@ -52,8 +52,13 @@ func newHub(logger *slog.Logger) *hub {
 // expires or is signed out, or the plugin's key is removed, and ctx ends.
 func (h *hub) chat(auth *wsauth.Middleware) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.handlers.Add(1)
-		defer h.handlers.Done()
+		// A socket accepted during shutdown would be cut off without
+		// a close frame; refuse it before the upgrade instead.
+		if !h.enter() {
+			http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		defer h.running.Done()
 		conn, ctx, err := auth.Accept(w, r, nil)
 		if err != nil {
 			return // Accept has answered the request
@@ -62,7 +67,7 @@ func (h *hub) chat(auth *wsauth.Middleware) http.Handler {
 		conn.SetReadLimit(maxMessage)
 		c := &client{conn: conn, send: make(chan []byte, 64)}
 		if !h.add(c) {
-			conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+			_ = conn.Close(websocket.StatusGoingAway, "gateway shutting down")
 			return
 		}
 		defer h.remove(c)
@@ -101,7 +106,18 @@ func (c *client) writeLoop(ctx context.Context) {
 	}
 }
 
-// add registers c, and reports false if the gateway is shutting down.
+// enter counts a chat handler in, unless the hub is closing.
+func (h *hub) enter() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.running.Add(1)
+	return true
+}
+
+// add registers a connected client, unless the hub is closing.
 func (h *hub) add(c *client) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -138,9 +154,10 @@ func (h *hub) broadcast(m message) {
 	}
 }
 
-// closeAll tells every client the gateway is going away, and waits until
-// their handlers have returned or ctx ends. Clients that connect later are
-// turned away.
+// closeAll tells every client the gateway is going away, refuses new ones,
+// and returns when every chat handler has finished (its close handshake
+// done or timed out) or ctx ends, so that the process does not exit before
+// the close frames are sent.
 func (h *hub) closeAll(ctx context.Context) {
 	h.mu.Lock()
 	h.closing = true
@@ -149,7 +166,7 @@ func (h *hub) closeAll(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	done := make(chan struct{})
-	go func() { h.handlers.Wait(); close(done) }()
+	go func() { h.running.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

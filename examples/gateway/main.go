@@ -119,6 +119,7 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", pageHandler())
 	mux.Handle("GET /whoami", whoami(sessions))
+	mux.Handle("GET /config", configHandler(getenv("AUTH_URL")))
 	csrf := http.NewCrossOriginProtection()
 	mux.Handle("POST /login", csrf.Handler(login))
 	mux.Handle("POST /logout", csrf.Handler(logout))
@@ -149,11 +150,8 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// Shutdown stops new connections and waits for handshakes in flight;
-	// the WebSocket connections, hijacked, are the hub's to close.
-	err = srv.Shutdown(shutdownCtx)
 	hub.closeAll(shutdownCtx)
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
