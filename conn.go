@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -349,6 +350,11 @@ func (s *liveSet) addSessionLocked(lc *liveConn, id *Identity, r *http.Request, 
 	}
 	if g == nil {
 		g = &connGroup{key: k, cred: s.credentialOf(r), expires: unixNano(id.Expires), nextCheck: now + int64(s.interval)}
+		if s.m.sessions == nil {
+			// An identity made by other means, with no validator to
+			// ask: only its expiry can end it.
+			g.nextCheck = math.MaxInt64
+		}
 		if k.session != "" {
 			// Without a session ID there is nothing to share: the
 			// connection is revalidated on its own.

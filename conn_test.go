@@ -411,3 +411,40 @@ func TestRevalidationIsPeriodic(t *testing.T) {
 	assert.LessOrEqual(t, calls, maxCalls, "at most one check per session and interval")
 	t.Logf("%d sockets over %d sessions, %v: %d checks (at most %d allowed)", sessions*perSession, sessions, elapsed.Round(time.Millisecond), calls, maxCalls)
 }
+
+// TestAcceptUserWithoutValidator covers identities that the middleware did
+// not make (another authentication in front of Accept): without a session
+// validator there is nothing to revalidate, and only the expiry ends them.
+func TestAcceptUserWithoutValidator(t *testing.T) {
+	keys, err := NewPluginKeys(PluginKey{Name: "telegram", Key: testKey})
+	require.NoError(t, err)
+	m, err := New(Options{PluginKeys: keys, RevalidateInterval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	ctxs := make(chan context.Context, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := &Identity{Kind: KindUser, Subject: "u", Name: "sso", SessionID: "s", Expires: time.Now().Add(time.Second)}
+		c, ctx, err := m.Accept(w, r.WithContext(NewContext(r.Context(), id)), nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctxs <- ctx
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	require.NoError(t, err)
+	defer c.CloseNow()
+	sctx := <-ctxs
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, sctx.Err(), "closed before its expiry")
+	ce := waitClosed(t, c, 20*time.Second)
+	assert.Equal(t, StatusSessionEnded, ce.Code)
+	assert.Equal(t, "session expired", ce.Reason)
+}
