@@ -19,6 +19,7 @@ package wsauth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"net/http"
 	"time"
@@ -52,6 +53,11 @@ type Identity struct {
 	KeyID string
 	// Expires is when the session ends. The zero time means no expiry.
 	Expires time.Time
+
+	// keySum is, for a plugin authenticated by the middleware, the
+	// digest of the key that matched, so that its connections can be
+	// closed when that key is removed or replaced.
+	keySum *[sha256.Size]byte
 }
 
 // expired reports whether the identity's session has ended at now.

@@ -60,6 +60,15 @@ type Options struct {
 	// writes the status text only.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
+	// RevalidateInterval is how often the session of a connection opened
+	// with [Middleware.Accept] is checked again, so that a revoked session
+	// (a sign-out) closes its sockets with 4401 within this interval.
+	// Connections of one session share one check per interval. A check
+	// that cannot decide (the auth service is down) leaves the sockets
+	// open until a later check decides or the session's own expiry
+	// passes. Default: [DefaultRevalidateInterval].
+	RevalidateInterval time.Duration
+
 	// Logger receives one event per decision: accepted requests at level
 	// Info, refused ones at Warn (Error for an internal failure), with
 	// the reason, the method, the remote address and the origin. It never
@@ -78,6 +87,7 @@ type Middleware struct {
 	errorHandler     func(http.ResponseWriter, *http.Request, error)
 	logger           *slog.Logger
 	now              func() time.Time
+	live             *liveSet // connections opened with Accept
 }
 
 // New validates opts and returns a middleware. It fails if neither plugin
@@ -89,8 +99,8 @@ func New(opts Options) (*Middleware, error) {
 	if opts.PluginKeys.Len() == 0 && opts.Sessions == nil {
 		return nil, errors.New("wsauth: no authentication method: configure plugin keys, a session validator, or both")
 	}
-	if opts.ValidatorTimeout < 0 || opts.RetryAfter < 0 {
-		return nil, errors.New("wsauth: ValidatorTimeout and RetryAfter must not be negative")
+	if opts.ValidatorTimeout < 0 || opts.RetryAfter < 0 || opts.RevalidateInterval < 0 {
+		return nil, errors.New("wsauth: ValidatorTimeout, RetryAfter and RevalidateInterval must not be negative")
 	}
 	m := &Middleware{
 		keys:             opts.PluginKeys,
@@ -117,6 +127,7 @@ func New(opts Options) (*Middleware, error) {
 		}
 		m.origins = append(m.origins, p)
 	}
+	m.live = newLiveSet(m, opts.RevalidateInterval)
 	return m, nil
 }
 
@@ -195,7 +206,7 @@ func (m *Middleware) decidePlugin(tokens []string) decision {
 		d.err, d.reason = ErrInvalidCredentials, "plugin token matches no configured key"
 		return d
 	}
-	d.id = &Identity{Kind: KindPlugin, Subject: ks.plugins[i], Name: ks.plugins[i], KeyID: ks.names[i]}
+	d.id = &Identity{Kind: KindPlugin, Subject: ks.plugins[i], Name: ks.plugins[i], KeyID: ks.names[i], keySum: &ks.digests[i]}
 	return d
 }
 
@@ -251,10 +262,10 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 
 // sessionLookup is implemented by validators that can answer some requests
 // from memory, such as the session cache. The middleware asks it first, on
-// the request's own goroutine, and calls ValidateSession only when it
-// reports false.
+// the request's own goroutine and before any deadline is set up, and calls
+// ValidateSession only when it reports no hit.
 type sessionLookup interface {
-	lookupSession(r *http.Request) (id *Identity, err error, ok bool)
+	lookup(r *http.Request) (hit bool, id *Identity, err error)
 }
 
 // validate asks the session validator about r. A call that does not return
@@ -263,7 +274,7 @@ type sessionLookup interface {
 // holds the handshake), and a panic becomes an error wrapping ErrInternal.
 func (m *Middleware) validate(r *http.Request) (*Identity, error) {
 	if l, ok := m.sessions.(sessionLookup); ok {
-		if id, err, hit := l.lookupSession(r); hit {
+		if hit, id, err := l.lookup(r); hit {
 			return id, err
 		}
 	}

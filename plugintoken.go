@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -51,6 +52,9 @@ type PluginKey struct {
 type PluginKeys struct {
 	set  atomic.Pointer[keySet]
 	load func() ([]PluginKey, error) // nil: the set cannot be reloaded
+
+	watchMu  sync.Mutex
+	watchers map[*func()]struct{} // run after every successful Reload
 }
 
 // keySet is an immutable snapshot of the configured keys.
@@ -141,6 +145,10 @@ func PluginKeysFromEnv() (*PluginKeys, error) {
 // key file may have changed). If the new keys cannot be read or are not
 // valid, Reload returns the error and keeps the keys it had. A set that was
 // not read from a file cannot change; Reload then returns nil.
+//
+// After a successful reload, connections opened with [Middleware.Accept]
+// by a plugin whose key was removed or replaced are closed with 4401; those
+// of keys that are still configured stay open.
 func (p *PluginKeys) Reload() error {
 	if p == nil || p.load == nil {
 		return nil
@@ -154,6 +162,52 @@ func (p *PluginKeys) Reload() error {
 		return err
 	}
 	p.set.Store(ks)
+	p.watchMu.Lock()
+	watchers := make([]func(), 0, len(p.watchers))
+	for f := range p.watchers {
+		watchers = append(watchers, *f)
+	}
+	p.watchMu.Unlock()
+	for _, f := range watchers {
+		f()
+	}
+	return nil
+}
+
+// watch makes f run after every successful Reload, until stop is called.
+func (p *PluginKeys) watch(f func()) (stop func()) {
+	p.watchMu.Lock()
+	defer p.watchMu.Unlock()
+	if p.watchers == nil {
+		p.watchers = make(map[*func()]struct{})
+	}
+	key := &f
+	p.watchers[key] = struct{}{}
+	return func() {
+		p.watchMu.Lock()
+		delete(p.watchers, key)
+		p.watchMu.Unlock()
+	}
+}
+
+// has reports whether a key of the given full name and digest is
+// configured.
+func (ks *keySet) has(name string, sum *[sha256.Size]byte) bool {
+	for i := range ks.names {
+		if ks.names[i] == name && ks.digests[i] == *sum {
+			return true
+		}
+	}
+	return false
+}
+
+// digest returns the digest of the key with the given full name, or nil.
+func (ks *keySet) digest(name string) *[sha256.Size]byte {
+	for i := range ks.names {
+		if ks.names[i] == name {
+			return &ks.digests[i]
+		}
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -146,4 +147,17 @@ func randomToken() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// signInElsewhere answers /login and /logout when sessions come from Better
+// Auth: the gateway only checks sessions; an app signs users in and out at
+// the auth server, whose session cookie the browser then sends here too.
+func signInElsewhere(authURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprintf(w, "This gateway accepts Better Auth sessions from %s.\n"+
+			"Sign in or out there (POST /api/auth/sign-in/email, /api/auth/sign-out),\n"+
+			"then open / again: the browser sends the session cookie to this gateway too.\n", authURL)
+	})
 }

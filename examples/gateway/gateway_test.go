@@ -285,3 +285,103 @@ func TestGatewayServesPageAndShutsDown(t *testing.T) {
 	assert.Equal(t, 0, p.cmd.ProcessState.ExitCode())
 	assert.Contains(t, p.output(), "shutting down")
 }
+
+// closeCode reads until the connection ends and returns its close status
+// and reason.
+func closeCode(t *testing.T, c *websocket.Conn, within time.Duration) (websocket.StatusCode, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		require.NoError(t, ctx.Err(), "the socket was not closed in time")
+		var ce websocket.CloseError
+		require.ErrorAs(t, err, &ce, "closed without a close frame: %v", err)
+		return ce.Code, ce.Reason
+	}
+}
+
+func TestGatewayLogoutClosesLiveSockets(t *testing.T) {
+	_, base := startGateway(t, "REVALIDATE_INTERVAL=300ms")
+	cookie := login(t, base, "dora")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {cookie}}})
+	require.NoError(t, err)
+	defer c.CloseNow()
+
+	req, err := http.NewRequest(http.MethodPost, base+"/logout", nil)
+	require.NoError(t, err)
+	req.Header.Set("Cookie", cookie)
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+
+	code, reason := closeCode(t, c, 20*time.Second)
+	assert.Equal(t, websocket.StatusCode(4401), code)
+	assert.Equal(t, "session revoked", reason)
+}
+
+func TestGatewayReloadsKeysOnSIGHUP(t *testing.T) {
+	const newKey = "e2e-plugin-key-rotated-0123456789abcdefgh"
+	file := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(file, []byte("relay="+e2eKey+"\n"), 0o600))
+	p, base := startGateway(t, "PLUGIN_API_KEY_FILE="+file)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	old, err := wsauth.DialPlugin(ctx, wsURL(base), e2eKey, nil)
+	require.NoError(t, err)
+	defer old.CloseNow()
+
+	// A broken file is refused and the old key keeps working.
+	require.NoError(t, os.WriteFile(file, []byte("relay=short\n"), 0o600))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	p.waitFor(t, "plugin keys not reloaded")
+	c, err := wsauth.DialPlugin(ctx, wsURL(base), e2eKey, nil)
+	require.NoError(t, err)
+	c.CloseNow()
+
+	// The key is rotated: its socket closes, the new key connects.
+	require.NoError(t, os.WriteFile(file, []byte("relay="+newKey+"\n"), 0o600))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+	code, reason := closeCode(t, old, 20*time.Second)
+	assert.Equal(t, websocket.StatusCode(4401), code)
+	assert.Equal(t, "plugin key removed", reason)
+	c, err = wsauth.DialPlugin(ctx, wsURL(base), newKey, nil)
+	require.NoError(t, err)
+	c.CloseNow()
+	_, err = wsauth.DialPlugin(ctx, wsURL(base), e2eKey, nil)
+	var he *wsauth.HandshakeError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, http.StatusUnauthorized, he.StatusCode)
+	out := p.output()
+	assert.Contains(t, out, "plugin keys reloaded")
+	assert.NotContains(t, out, e2eKey)
+	assert.NotContains(t, out, newKey)
+}
+
+func TestGatewayBadSessionSettingsStopStartup(t *testing.T) {
+	for name, env := range map[string]string{
+		"interval not a duration": "REVALIDATE_INTERVAL=banana",
+		"negative interval":       "REVALIDATE_INTERVAL=-1m",
+		"AUTH_URL not http":       "AUTH_URL=ftp://auth.example.com",
+		"AUTH_URL with a secret":  "AUTH_URL=https://user:hunter2secret@auth.example.com",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := start(t, "gateway", "ADDR=127.0.0.1:0", env)
+			select {
+			case <-p.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("gateway did not stop")
+			}
+			assert.NotEqual(t, 0, p.cmd.ProcessState.ExitCode())
+			out := p.output()
+			assert.NotContains(t, out, "gateway listening")
+			assert.NotContains(t, out, "hunter2secret")
+		})
+	}
+}

@@ -47,14 +47,11 @@ func newHub(logger *slog.Logger) *hub {
 }
 
 // chat is the WebSocket handler behind the wsauth middleware: by the time it
-// runs, the request is authenticated and carries an identity.
-func (h *hub) chat(origins []string) http.Handler {
+// runs, the request is authenticated and carries an identity. auth.Accept
+// ties the socket to that identity: it is closed with 4401 when the session
+// expires or is signed out, or the plugin's key is removed, and ctx ends.
+func (h *hub) chat(auth *wsauth.Middleware) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := wsauth.FromContext(r.Context())
-		if !ok {
-			http.Error(w, "unauthenticated", http.StatusUnauthorized)
-			return
-		}
 		// A socket accepted during shutdown would be cut off without
 		// a close frame; refuse it before the upgrade instead.
 		if !h.enter() {
@@ -62,15 +59,11 @@ func (h *hub) chat(origins []string) http.Handler {
 			return
 		}
 		defer h.running.Done()
-		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-			OriginPatterns: origins,
-			// The middleware enforced the Origin rule already; plugins
-			// are exempt from it, since a browser cannot send their key.
-			InsecureSkipVerify: id.Kind == wsauth.KindPlugin,
-		})
+		conn, ctx, err := auth.Accept(w, r, nil)
 		if err != nil {
-			return
+			return // Accept has answered the request
 		}
+		id, _ := wsauth.FromContext(ctx)
 		conn.SetReadLimit(maxMessage)
 		c := &client{conn: conn, send: make(chan []byte, 64)}
 		if !h.add(c) {
@@ -79,7 +72,7 @@ func (h *hub) chat(origins []string) http.Handler {
 		}
 		defer h.remove(c)
 
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go c.writeLoop(ctx)
 		from := sender{Kind: id.Kind, Name: id.Name}

@@ -2,9 +2,10 @@
 //
 // It serves a chat page at /, and the WebSocket endpoint /chat wrapped by
 // wsauth: plugins connect with an X-Plugin-Token header, browser users with
-// a session cookie from POST /login (a built-in demo session store). Every
-// text message an authenticated client sends is broadcast to every
-// connected client as JSON:
+// a session cookie, either from POST /login (a built-in demo session store)
+// or, with AUTH_URL set, from a Better Auth server. Every text message an
+// authenticated client sends is broadcast to every connected client as
+// JSON:
 //
 //	{"text":"hello","from":{"kind":"user","name":"alice"},"time":"2026-12-03T16:00:00Z"}
 //
@@ -16,7 +17,16 @@
 //	PLUGIN_API_KEY_FILE  a file with one key, or name=KEY lines
 //	ALLOWED_ORIGINS      extra origins allowed to open a session socket
 //	                     (comma-separated host patterns)
+//	AUTH_URL             base URL of a Better Auth server whose sessions are
+//	                     accepted (default: the demo store)
+//	BETTER_AUTH_SECRET   with AUTH_URL, Better Auth's secret: forged cookies
+//	                     are then refused without asking the server
+//	REVALIDATE_INTERVAL  how often live sockets' sessions are checked again,
+//	                     a Go duration (default 1m)
 //
+// Sockets close with code 4401 when their session expires or is signed out
+// (within REVALIDATE_INTERVAL), and when their plugin key is removed from
+// PLUGIN_API_KEY_FILE and the gateway is sent SIGHUP, which re-reads it.
 // An unsafe key configuration stops the gateway at start-up. Without any
 // key the plugin path is off.
 package main
@@ -59,7 +69,34 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 		logger.Info("plugin keys loaded", "names", keys.Names())
 	}
 
-	sessions := newDemoSessions()
+	interval := wsauth.DefaultRevalidateInterval
+	if v := strings.TrimSpace(getenv("REVALIDATE_INTERVAL")); v != "" {
+		if interval, err = time.ParseDuration(v); err != nil || interval <= 0 {
+			return fmt.Errorf("REVALIDATE_INTERVAL: want a positive Go duration such as 30s or 1m, got %q", v)
+		}
+	}
+	var sessions wsauth.SessionValidator
+	login, logout := http.Handler(nil), http.Handler(nil)
+	if authURL := strings.TrimSpace(getenv("AUTH_URL")); authURL != "" {
+		opts := wsauth.BetterAuthOptions{BaseURL: authURL}
+		if secret := getenv("BETTER_AUTH_SECRET"); secret != "" {
+			opts.Secrets = []string{secret}
+		}
+		betterAuth, err := wsauth.NewBetterAuth(opts)
+		if err != nil {
+			return fmt.Errorf("AUTH_URL: %w", err)
+		}
+		if sessions, err = wsauth.NewSessionCache(betterAuth, wsauth.SessionCacheOptions{}); err != nil {
+			return err
+		}
+		login, logout = signInElsewhere(authURL), signInElsewhere(authURL)
+		logger.Info("sessions are checked by Better Auth", "auth_url", authURL,
+			"offline_signature_check", len(opts.Secrets) > 0, "revalidate_interval", interval)
+	} else {
+		demo := newDemoSessions()
+		sessions, login, logout = demo, demo.login(), demo.logout()
+		logger.Info("sessions come from the built-in demo store (set AUTH_URL to use Better Auth)", "revalidate_interval", interval)
+	}
 	var origins []string
 	if v := strings.TrimSpace(getenv("ALLOWED_ORIGINS")); v != "" {
 		for _, o := range strings.Split(v, ",") {
@@ -67,14 +104,16 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 		}
 	}
 	auth, err := wsauth.New(wsauth.Options{
-		PluginKeys:     keys,
-		Sessions:       sessions,
-		AllowedOrigins: origins,
-		Logger:         logger,
+		PluginKeys:         keys,
+		Sessions:           sessions,
+		AllowedOrigins:     origins,
+		RevalidateInterval: interval,
+		Logger:             logger,
 	})
 	if err != nil {
 		return err
 	}
+	go reloadOnHangup(ctx, keys, logger)
 
 	hub := newHub(logger)
 	mux := http.NewServeMux()
@@ -82,9 +121,9 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	mux.Handle("GET /whoami", whoami(sessions))
 	mux.Handle("GET /config", configHandler(getenv("AUTH_URL")))
 	csrf := http.NewCrossOriginProtection()
-	mux.Handle("POST /login", csrf.Handler(sessions.login()))
-	mux.Handle("POST /logout", csrf.Handler(sessions.logout()))
-	mux.Handle("GET /chat", auth.Handler(hub.chat(origins)))
+	mux.Handle("POST /login", csrf.Handler(login))
+	mux.Handle("POST /logout", csrf.Handler(logout))
+	mux.Handle("GET /chat", auth.Handler(hub.chat(auth)))
 
 	addr := getenv("ADDR")
 	if addr == "" {
@@ -116,4 +155,24 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 		return err
 	}
 	return nil
+}
+
+// reloadOnHangup re-reads the plugin keys on every SIGHUP until ctx ends. A
+// reload that fails keeps the old keys; sockets of removed keys close.
+func reloadOnHangup(ctx context.Context, keys *wsauth.PluginKeys, logger *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := keys.Reload(); err != nil {
+				logger.Error("plugin keys not reloaded, keeping the old ones", "err", err)
+				continue
+			}
+			logger.Info("plugin keys reloaded", "names", keys.Names())
+		}
+	}
 }
