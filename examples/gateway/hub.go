@@ -33,6 +33,8 @@ type hub struct {
 	logger  *slog.Logger
 	mu      sync.Mutex
 	clients map[*client]struct{}
+	closing bool           // shutting down: no new clients
+	live    sync.WaitGroup // running chat handlers
 }
 
 type client struct {
@@ -53,6 +55,11 @@ func (h *hub) chat(origins []string) http.Handler {
 			http.Error(w, "unauthenticated", http.StatusUnauthorized)
 			return
 		}
+		if !h.enter() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		defer h.live.Done()
 		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 			OriginPatterns: origins,
 			// The middleware enforced the Origin rule already; plugins
@@ -64,7 +71,10 @@ func (h *hub) chat(origins []string) http.Handler {
 		}
 		conn.SetReadLimit(maxMessage)
 		c := &client{conn: conn, send: make(chan []byte, 64)}
-		h.add(c)
+		if !h.add(c) {
+			conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+			return
+		}
 		defer h.remove(c)
 
 		ctx, cancel := context.WithCancel(context.Background())
@@ -101,10 +111,27 @@ func (c *client) writeLoop(ctx context.Context) {
 	}
 }
 
-func (h *hub) add(c *client) {
+// enter counts a chat handler as running, unless the gateway is shutting
+// down; the caller calls h.live.Done when it returns.
+func (h *hub) enter() bool {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.live.Add(1)
+	return true
+}
+
+// add registers c for broadcasts, unless the gateway is shutting down.
+func (h *hub) add(c *client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
 	h.clients[c] = struct{}{}
-	h.mu.Unlock()
+	return true
 }
 
 func (h *hub) remove(c *client) {
@@ -133,11 +160,23 @@ func (h *hub) broadcast(m message) {
 	}
 }
 
-// closeAll tells every client the gateway is going away.
-func (h *hub) closeAll() {
+// closeAll tells every client the gateway is going away, and waits until
+// every chat handler has returned (so that the close frames are sent
+// before the process exits) or ctx ends.
+func (h *hub) closeAll(ctx context.Context) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.closing = true
 	for c := range h.clients {
 		go c.conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		h.live.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }

@@ -110,7 +110,7 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	hub.closeAll()
+	hub.closeAll(shutdownCtx)
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
