@@ -16,6 +16,14 @@
 //	PLUGIN_API_KEY_FILE  a file with one key, or name=KEY lines
 //	ALLOWED_ORIGINS      extra origins allowed to open a session socket
 //	                     (comma-separated host patterns)
+//	TRUSTED_PROXIES      reverse proxies (comma-separated addresses or CIDR
+//	                     prefixes) whose X-Forwarded-For names the client
+//
+// GET /debug/vars serves the counters of the expvar package, among them
+// wsauth_decisions (decisions by "method.outcome"), wsauth_validator_calls
+// and wsauth_validator_seconds (time spent in the session validator). It
+// also shows the command line and memory statistics: keep it off the public
+// internet.
 //
 // An unsafe key configuration stops the gateway at start-up. Without any
 // key the plugin path is off.
@@ -24,6 +32,7 @@ package main
 import (
 	"context"
 	"errors"
+	"expvar"
 	"fmt"
 	"log/slog"
 	"net"
@@ -60,17 +69,14 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	}
 
 	sessions := newDemoSessions()
-	var origins []string
-	if v := strings.TrimSpace(getenv("ALLOWED_ORIGINS")); v != "" {
-		for _, o := range strings.Split(v, ",") {
-			origins = append(origins, strings.TrimSpace(o))
-		}
-	}
+	origins := splitList(getenv("ALLOWED_ORIGINS"))
 	auth, err := wsauth.New(wsauth.Options{
 		PluginKeys:     keys,
 		Sessions:       sessions,
 		AllowedOrigins: origins,
+		TrustedProxies: splitList(getenv("TRUSTED_PROXIES")),
 		Logger:         logger,
+		Observer:       wsauth.ObserverFunc(observe),
 	})
 	if err != nil {
 		return err
@@ -84,6 +90,7 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	mux.Handle("POST /login", csrf.Handler(sessions.login()))
 	mux.Handle("POST /logout", csrf.Handler(sessions.logout()))
 	mux.Handle("GET /chat", auth.Handler(hub.chat(origins)))
+	mux.Handle("GET /debug/vars", expvar.Handler())
 
 	addr := getenv("ADDR")
 	if addr == "" {
@@ -115,4 +122,31 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 		return err
 	}
 	return nil
+}
+
+// splitList splits a comma-separated environment variable.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Counters served at /debug/vars.
+var (
+	decisions        = expvar.NewMap("wsauth_decisions")
+	validatorCalls   = expvar.NewInt("wsauth_validator_calls")
+	validatorSeconds = expvar.NewFloat("wsauth_validator_seconds")
+)
+
+// observe counts one decision of the middleware.
+func observe(e wsauth.Event) {
+	decisions.Add(e.Method+"."+string(e.Outcome), 1)
+	if e.ValidatorLatency > 0 {
+		validatorCalls.Add(1)
+		validatorSeconds.Add(e.ValidatorLatency.Seconds())
+	}
 }
