@@ -141,7 +141,7 @@ func TestLoad(t *testing.T) {
 				errs <- fmt.Errorf("handshake %d: read: %w", i, err)
 			case w.status != 101 || s.Kind != w.kind || s.Subject != w.subject:
 				wrong.Add(1)
-				errs <- fmt.Errorf("handshake %d opened as %s %q, want %+v", i, s.Kind, s.Subject, w)
+				errs <- fmt.Errorf("handshake %d opened as %s %q, want %d %s %q", i, s.Kind, s.Subject, w.status, w.kind, w.subject)
 			default:
 				opened.Add(1)
 			}
