@@ -74,9 +74,16 @@ func (p *process) output() string {
 	return p.log.String()
 }
 
+// start runs one of the example programs built by build.
 func start(t *testing.T, name string, env ...string) *process {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(build(t), name))
+	return startCommand(t, name, exec.Command(filepath.Join(build(t), name)), env...)
+}
+
+// startCommand runs cmd with only env (and PATH and HOME) in its
+// environment, keeps what it logs, and kills it when the test ends.
+func startCommand(t *testing.T, name string, cmd *exec.Cmd, env ...string) *process {
+	t.Helper()
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw

@@ -33,8 +33,8 @@ type hub struct {
 	logger  *slog.Logger
 	mu      sync.Mutex
 	clients map[*client]struct{}
-	closing bool           // shutting down: no new clients
-	live    sync.WaitGroup // running chat handlers
+	closing bool           // set by closeAll: no new sockets
+	running sync.WaitGroup // chat handlers that may hold a socket
 }
 
 type client struct {
@@ -55,11 +55,13 @@ func (h *hub) chat(origins []string) http.Handler {
 			http.Error(w, "unauthenticated", http.StatusUnauthorized)
 			return
 		}
+		// A socket accepted during shutdown would be cut off without
+		// a close frame; refuse it before the upgrade instead.
 		if !h.enter() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			http.Error(w, "gateway shutting down", http.StatusServiceUnavailable)
 			return
 		}
-		defer h.live.Done()
+		defer h.running.Done()
 		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 			OriginPatterns: origins,
 			// The middleware enforced the Origin rule already; plugins
@@ -72,7 +74,7 @@ func (h *hub) chat(origins []string) http.Handler {
 		conn.SetReadLimit(maxMessage)
 		c := &client{conn: conn, send: make(chan []byte, 64)}
 		if !h.add(c) {
-			conn.Close(websocket.StatusGoingAway, "gateway shutting down")
+			_ = conn.Close(websocket.StatusGoingAway, "gateway shutting down")
 			return
 		}
 		defer h.remove(c)
@@ -111,19 +113,18 @@ func (c *client) writeLoop(ctx context.Context) {
 	}
 }
 
-// enter counts a chat handler as running, unless the gateway is shutting
-// down; the caller calls h.live.Done when it returns.
+// enter counts a chat handler in, unless the hub is closing.
 func (h *hub) enter() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closing {
 		return false
 	}
-	h.live.Add(1)
+	h.running.Add(1)
 	return true
 }
 
-// add registers c for broadcasts, unless the gateway is shutting down.
+// add registers a connected client, unless the hub is closing.
 func (h *hub) add(c *client) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -160,9 +161,10 @@ func (h *hub) broadcast(m message) {
 	}
 }
 
-// closeAll tells every client the gateway is going away, and waits until
-// every chat handler has returned (so that the close frames are sent
-// before the process exits) or ctx ends.
+// closeAll tells every client the gateway is going away, refuses new ones,
+// and returns when every chat handler has finished (its close handshake
+// done or timed out) or ctx ends, so that the process does not exit before
+// the close frames are sent.
 func (h *hub) closeAll(ctx context.Context) {
 	h.mu.Lock()
 	h.closing = true
@@ -171,10 +173,7 @@ func (h *hub) closeAll(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	done := make(chan struct{})
-	go func() {
-		h.live.Wait()
-		close(done)
-	}()
+	go func() { h.running.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -86,6 +86,7 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", pageHandler())
 	mux.Handle("GET /whoami", whoami(sessions))
+	mux.Handle("GET /config", configHandler(getenv("AUTH_URL")))
 	csrf := http.NewCrossOriginProtection()
 	mux.Handle("POST /login", csrf.Handler(sessions.login()))
 	mux.Handle("POST /logout", csrf.Handler(sessions.logout()))
