@@ -15,6 +15,10 @@
 // the session check is not tried. A validator that errors, times out or
 // panics never lets a socket open. Configuration that cannot be made safe is
 // an error from [New] at start-up.
+//
+// A client address that keeps presenting wrong credentials is throttled
+// (429) before its credentials are even compared ([ThrottleOptions]); every
+// decision can be logged ([Options.Logger]) and counted ([Observer]).
 package wsauth
 
 import (

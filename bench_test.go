@@ -66,8 +66,10 @@ func benchAuthenticate(b *testing.B, m *Middleware, r *http.Request, wantErr boo
 // BenchmarkAuthenticate measures the decision alone, without the network.
 func BenchmarkAuthenticate(b *testing.B) {
 	sessions := &fakeSessions{}
+	// Throttling is off, so that a wrong key is checked on every
+	// iteration; "wrong-key-throttled" measures the throttled refusal.
 	newM := func(keys *PluginKeys) *Middleware {
-		m, err := New(Options{PluginKeys: keys, Sessions: sessions})
+		m, err := New(Options{PluginKeys: keys, Sessions: sessions, Throttle: ThrottleOptions{Disabled: true}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -81,6 +83,13 @@ func BenchmarkAuthenticate(b *testing.B) {
 	})
 	b.Run("wrong-key", func(b *testing.B) {
 		benchAuthenticate(b, newM(benchKeys(b, 1)), upgradeRequest(PluginTokenHeader, "wrong-"+testKey), true)
+	})
+	b.Run("wrong-key-throttled", func(b *testing.B) {
+		m, err := New(Options{PluginKeys: benchKeys(b, 1), Throttle: ThrottleOptions{MaxFailures: 1}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchAuthenticate(b, m, upgradeRequest(PluginTokenHeader, "wrong-"+testKey), true)
 	})
 	b.Run("no-credential", func(b *testing.B) {
 		benchAuthenticate(b, newM(benchKeys(b, 1)), upgradeRequest("Origin", "http://chat.example.com"), true)

@@ -29,6 +29,9 @@ func newFakeClock() *fakeClock {
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.t.Add(int64(d)) }
 
+// install returns a harness option that makes the middleware use the clock.
+func (c *fakeClock) install() func(*Middleware) { return func(m *Middleware) { m.now = c.Now } }
+
 // countingValidator answers by the value of the test session cookie and
 // counts its calls. Answers are set per value with set.
 type countingValidator struct {

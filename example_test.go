@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/mosaicstack/wsauth"
@@ -119,4 +121,96 @@ func ExampleFromContext() {
 		fmt.Println(id.Kind, id.Subject, id.Name)
 	}
 	// Output: user u42 alice
+}
+
+// Failure throttling is on by default. Here a client may fail three times
+// a minute; after that, even the right key is refused until an attempt
+// comes back.
+func ExampleThrottleOptions() {
+	keys, err := wsauth.NewPluginKeys(wsauth.PluginKey{Name: "telegram", Key: exampleKey})
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := wsauth.New(wsauth.Options{
+		PluginKeys: keys,
+		Throttle:   wsauth.ThrottleOptions{MaxFailures: 3, Window: time.Minute},
+		// Behind a reverse proxy on 10.0.0.2, count the address it
+		// forwards for, not the proxy's own.
+		TrustedProxies: []string{"10.0.0.2"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, key := range []string{"guess-1", "guess-2", "guess-3", "guess-4", exampleKey} {
+		r := httptest.NewRequest(http.MethodGet, "/chat", nil)
+		r.RemoteAddr = "10.0.0.2:40000"
+		r.Header.Set("X-Forwarded-For", "203.0.113.9")
+		r.Header.Set(wsauth.PluginTokenHeader, key)
+		_, err := auth.Authenticate(r)
+		after, _ := wsauth.RetryAfter(err)
+		fmt.Println(wsauth.StatusCode(err), after.Round(time.Second))
+	}
+	// Output:
+	// 401 0s
+	// 401 0s
+	// 401 0s
+	// 429 20s
+	// 429 20s
+}
+
+// An Observer turns decisions into metrics; here, counts by method and
+// outcome.
+func ExampleObserverFunc() {
+	var mu sync.Mutex
+	counts := map[string]int{}
+	keys, err := wsauth.NewPluginKeys(wsauth.PluginKey{Name: "telegram", Key: exampleKey})
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := wsauth.New(wsauth.Options{
+		PluginKeys: keys,
+		Observer: wsauth.ObserverFunc(func(e wsauth.Event) {
+			mu.Lock()
+			counts[e.Method+" "+string(e.Outcome)]++
+			mu.Unlock()
+		}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, key := range []string{exampleKey, "wrong", exampleKey} {
+		r := httptest.NewRequest(http.MethodGet, "/chat", nil)
+		r.Header.Set(wsauth.PluginTokenHeader, key)
+		_, _ = auth.Authenticate(r)
+	}
+	fmt.Println(counts)
+	// Output: map[plugin accepted:2 plugin invalid_credentials:1]
+}
+
+// In accept-then-close mode a browser learns why it was refused: the
+// socket opens and is closed at once with 4000 plus the HTTP status.
+func ExampleOptions_acceptThenClose() {
+	keys, err := wsauth.NewPluginKeys(wsauth.PluginKey{Name: "telegram", Key: exampleKey})
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := wsauth.New(wsauth.Options{PluginKeys: keys, AcceptThenClose: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := httptest.NewServer(auth.Handler(http.NotFoundHandler()))
+	defer srv.Close()
+
+	ctx := context.Background()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.CloseNow()
+	_, _, err = c.Read(ctx)
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		fmt.Println(ce.Code, ce.Reason)
+	}
+	// Output: StatusCode(4401) Unauthorized
 }

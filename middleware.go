@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strconv"
@@ -69,11 +70,56 @@ type Options struct {
 	// passes. Default: [DefaultRevalidateInterval].
 	RevalidateInterval time.Duration
 
-	// Logger receives one event per decision: accepted requests at level
-	// Info, refused ones at Warn (Error for an internal failure), with
-	// the reason, the method, the remote address and the origin. It never
+	// Logger receives the audit trail: one event per decision, accepted
+	// requests at level Info, refused ones at Warn (Error for an internal
+	// failure), with the outcome, the HTTP status and reason of a refusal,
+	// the method, the identity (plugin and key name, or user and session
+	// ID), the remote and client address and the origin. It never
 	// receives a key, a cookie or a token. Default: nil, no logging.
 	Logger *slog.Logger
+
+	// Observer receives one [Event] per decision, for metrics: counts by
+	// method and outcome, and the session validator's latency. Default:
+	// nil, nothing is observed.
+	Observer Observer
+
+	// Throttle limits failed attempts per client address; see
+	// [ThrottleOptions]. The zero value turns throttling on with its
+	// defaults.
+	Throttle ThrottleOptions
+
+	// TrustedProxies lists the reverse proxies, as IP addresses or CIDR
+	// prefixes ("10.0.0.0/8"), whose X-Forwarded-For header is believed
+	// when finding a client's address for throttling and the log. It is
+	// read from the right, skipping trusted proxies. Default: none; the
+	// client's address is the connection's remote address and
+	// X-Forwarded-For is ignored, so that a client cannot choose its own
+	// address. It has no effect on InsecureTrustLoopback.
+	TrustedProxies []string
+
+	// InsecureTrustLoopback lets a request in as the plugin
+	// [LoopbackPluginName] if its connection comes from a loopback
+	// address (127.0.0.0/8, ::1) and it carries no credential and none
+	// of the headers a browser or a proxy adds: no X-Plugin-Token,
+	// Cookie, Origin, Forwarded, Via, X-Real-IP or X-Forwarded-*. Only
+	// the connection's own address counts, never a forwarding header.
+	//
+	// It is unsafe wherever "local" does not mean "trusted": in a
+	// container or pod that shares its network namespace, on a host with
+	// other users, and behind a reverse proxy on the same host that adds
+	// none of those headers (every request it forwards comes from
+	// loopback). Give local plugins a key instead. Default: false.
+	InsecureTrustLoopback bool
+
+	// AcceptThenClose changes how a refused WebSocket handshake is
+	// answered. Browsers cannot read the HTTP status of a refused
+	// handshake (a page only sees close code 1006), so in this mode the
+	// socket is accepted only to be closed at once with 4000 plus the
+	// status (4400, 4401, 4403, 4429, 4500, 4503) and a short reason.
+	// No handler runs and nothing the client sends is read. Requests
+	// that are not WebSocket handshakes still get the HTTP status from
+	// ErrorHandler. Default: false, refuse with an HTTP status.
+	AcceptThenClose bool
 }
 
 // Middleware authenticates WebSocket handshakes. Create it with [New]; it
@@ -88,12 +134,18 @@ type Middleware struct {
 	logger           *slog.Logger
 	now              func() time.Time
 	live             *liveSet // connections opened with Accept
+	observer         Observer
+	throttle         *throttle // nil: off
+	trustedProxies   []netip.Prefix
+	trustLoopback    bool
+	acceptThenClose  bool
 }
 
 // New validates opts and returns a middleware. It fails if neither plugin
 // keys nor a session validator is configured (nothing could ever
-// authenticate), if an origin pattern is malformed or "*", or if a
-// duration is negative. opts is not retained; later changes to it have no
+// authenticate), if an origin pattern is malformed or "*", if a trusted
+// proxy is not an address or prefix, or if a duration or limit is
+// negative. opts is not retained; later changes to it have no
 // effect.
 func New(opts Options) (*Middleware, error) {
 	if opts.PluginKeys.Len() == 0 && opts.Sessions == nil {
@@ -110,6 +162,16 @@ func New(opts Options) (*Middleware, error) {
 		errorHandler:     opts.ErrorHandler,
 		logger:           opts.Logger,
 		now:              time.Now,
+		observer:         opts.Observer,
+		trustLoopback:    opts.InsecureTrustLoopback,
+		acceptThenClose:  opts.AcceptThenClose,
+	}
+	var err error
+	if m.throttle, err = newThrottle(opts.Throttle); err != nil {
+		return nil, err
+	}
+	if m.trustedProxies, err = parseTrustedProxies(opts.TrustedProxies); err != nil {
+		return nil, err
 	}
 	if m.validatorTimeout == 0 {
 		m.validatorTimeout = DefaultValidatorTimeout
@@ -144,7 +206,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := m.Authenticate(r)
 		if err != nil {
-			m.errorHandler(w, r, err)
+			m.refuse(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, withIdentity(r, id))
@@ -168,10 +230,21 @@ func withIdentity(r *http.Request, id *Identity) *http.Request {
 // check behind [Middleware.Handler], for callers that answer refusals
 // themselves. It returns the identity, or an error wrapping one of the
 // package's sentinel errors that [StatusCode] turns into the HTTP status.
-// The decision is logged if a logger is configured. r is not modified.
+// The decision is logged and observed if a logger and an observer are
+// configured, and counts against the client's throttle if it failed. r is
+// not modified.
 func (m *Middleware) Authenticate(r *http.Request) (*Identity, error) {
-	d := m.decide(r)
+	client := m.clientAddr(r)
+	d, throttled := m.checkThrottle(r, client)
+	if !throttled {
+		d = m.decide(r)
+		m.recordFailure(r, client, &d)
+	}
+	d.client = client
 	m.log(r, &d)
+	if m.observer != nil {
+		m.observer.Observe(Event{Method: d.method, Outcome: OutcomeOf(d.err), ValidatorLatency: d.validatorLatency})
+	}
 	return d.id, d.err
 }
 
@@ -179,19 +252,25 @@ func (m *Middleware) Authenticate(r *http.Request) (*Identity, error) {
 type decision struct {
 	id     *Identity
 	err    error
-	method string // "plugin" or "session"
+	method string // MethodPlugin, MethodSession or MethodLoopback
 	reason string // for the log: why, in a few words, never a secret
+
+	client           netip.Addr    // the client's address, for the log
+	validatorLatency time.Duration // zero: the validator was not called
 }
 
 func (m *Middleware) decide(r *http.Request) decision {
 	if tokens, ok := r.Header[PluginTokenHeader]; ok {
 		return m.decidePlugin(tokens)
 	}
+	if m.trustLoopback && loopbackTrusted(r) {
+		return decideLoopback()
+	}
 	return m.decideSession(r)
 }
 
 func (m *Middleware) decidePlugin(tokens []string) decision {
-	d := decision{method: "plugin"}
+	d := decision{method: MethodPlugin}
 	if len(tokens) != 1 {
 		d.err, d.reason = ErrAmbiguousCredentials, "more than one X-Plugin-Token header"
 		return d
@@ -211,7 +290,7 @@ func (m *Middleware) decidePlugin(tokens []string) decision {
 }
 
 func (m *Middleware) decideSession(r *http.Request) decision {
-	d := decision{method: "session"}
+	d := decision{method: MethodSession}
 	if m.sessions == nil {
 		d.err, d.reason = ErrNoCredentials, "no plugin token, and no session validator is configured"
 		return d
@@ -222,7 +301,9 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 		d.err, d.reason = ErrForbiddenOrigin, "origin not allowed for a session"
 		return d
 	}
+	start := time.Now()
 	id, err := m.validate(r)
+	d.validatorLatency = max(time.Since(start), 1)
 	switch {
 	case err == nil && id == nil:
 		d.err, d.reason = fmt.Errorf("%w: session validator returned neither an identity nor an error", ErrInternal), "validator broke its contract"
@@ -366,13 +447,17 @@ func (m *Middleware) log(r *http.Request, d *decision) {
 	if !m.logger.Enabled(r.Context(), level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 8)
+	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs,
+		slog.String("outcome", string(OutcomeOf(d.err))),
 		slog.String("method", d.method),
-		slog.String("remote", r.RemoteAddr),
+		slog.String("remote", truncate(r.RemoteAddr, 64)),
 		slog.String("origin", truncate(r.Header.Get("Origin"), 256)),
 		slog.String("path", truncate(r.URL.Path, 256)),
 	)
+	if d.client.IsValid() {
+		attrs = append(attrs, slog.String("client", d.client.String()))
+	}
 	if d.err != nil {
 		attrs = append(attrs, slog.Int("status", StatusCode(d.err)), slog.String("reason", d.reason))
 	} else {

@@ -22,6 +22,9 @@ const MinKeyLength = 32
 // maxKeyLength bounds a configured key; an HTTP header is no place for more.
 const maxKeyLength = 4096
 
+// matchBuffer is the size of the stack buffer a token is hashed from.
+const matchBuffer = 256
+
 // DefaultPluginName is the name a key from PLUGIN_API_KEY is known by.
 const DefaultPluginName = "plugin"
 
@@ -251,8 +254,16 @@ func (p *PluginKeys) Has(name string) bool {
 // the loop never exits early, so neither the time taken nor the key's
 // length tells which key matched or how close a guess came. It returns the
 // index of the matching key, or -1.
+//
+// The token is copied into a buffer on the stack before it is hashed:
+// converting it with []byte(token) would use the stack only for tokens of
+// up to 32 bytes and allocate for longer ones, which makes a guess of a
+// real key's length measurably slower than a short one. Only tokens
+// longer than the buffer, far longer than any usual key, are copied to
+// the heap. Hashing itself takes longer for a longer token, in 64-byte
+// steps; that depends on the guess alone and says nothing about the keys.
 func (ks *keySet) match(token string) int {
-	var buf [128]byte // keeps a typical token off the heap
+	var buf [matchBuffer]byte
 	sum := sha256.Sum256(append(buf[:0], token...))
 	found := -1
 	for i := range ks.digests {

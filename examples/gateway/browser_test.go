@@ -288,7 +288,7 @@ open(%q, "control");
 	assert.Equal(t, "open", ctl, "control socket")
 	assert.True(t, controlCookie.Load(), "the browser did not send the user's cookie across ports; the test proves nothing")
 	assert.Equal(t, "closed 1006", chat, "the socket to /chat must never open; the page only sees 1006")
-	gw.waitFor(t, `wsauth: refused" method=session .*origin=`+regexp.QuoteMeta(attacker.URL)+` .*status=403`)
+	gw.waitFor(t, `wsauth: refused" .*method=session .*origin=`+regexp.QuoteMeta(attacker.URL)+` .*status=403`)
 	mu.Lock()
 	defer mu.Unlock()
 	if assert.Len(t, handshakeErrors, 1) {

@@ -101,6 +101,7 @@ func startCommand(t *testing.T, name string, cmd *exec.Cmd, env ...string) *proc
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done
+		assert.NotContains(t, p.output(), e2eKey, "%s logged the plugin key", name)
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, p.output())
 		}
@@ -165,7 +166,7 @@ func readMessage(t *testing.T, ctx context.Context, c *websocket.Conn) message {
 }
 
 func TestGatewayUserAndPluginSeeEachOther(t *testing.T) {
-	_, base := startGateway(t, "PLUGIN_API_KEY="+e2eKey)
+	p, base := startGateway(t, "PLUGIN_API_KEY="+e2eKey)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -181,6 +182,10 @@ func TestGatewayUserAndPluginSeeEachOther(t *testing.T) {
 	defer user.CloseNow()
 
 	require.NoError(t, user.Write(ctx, websocket.MessageText, []byte("hello <b>plugin</b>")))
+	defer func() {
+		_, value, _ := strings.Cut(cookie, "=")
+		assert.NotContains(t, p.output(), value, "the gateway logged a session cookie")
+	}()
 	got := readMessage(t, ctx, user)
 	assert.Equal(t, "hello <b>plugin</b>", got.Text)
 	assert.Equal(t, sender{Kind: wsauth.KindUser, Name: "alice"}, got.From)
@@ -384,4 +389,32 @@ func TestGatewayBadSessionSettingsStopStartup(t *testing.T) {
 			assert.NotContains(t, out, "hunter2secret")
 		})
 	}
+}
+
+func TestGatewayMetrics(t *testing.T) {
+	_, base := startGateway(t, "PLUGIN_API_KEY="+e2eKey)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := wsauth.DialPlugin(ctx, wsURL(base), e2eKey, nil)
+	require.NoError(t, err)
+	c.CloseNow()
+	_, err = wsauth.DialPlugin(ctx, wsURL(base), "wrong-"+e2eKey, nil)
+	require.Error(t, err)
+	cookie := login(t, base, "carol")
+	c, _, err = websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {cookie}}})
+	require.NoError(t, err)
+	c.CloseNow()
+
+	resp, err := http.Get(base + "/debug/vars")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var vars struct {
+		Decisions        map[string]int `json:"wsauth_decisions"`
+		ValidatorCalls   int            `json:"wsauth_validator_calls"`
+		ValidatorSeconds float64        `json:"wsauth_validator_seconds"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&vars))
+	assert.Equal(t, map[string]int{"plugin.accepted": 1, "plugin.invalid_credentials": 1, "session.accepted": 1}, vars.Decisions)
+	assert.Equal(t, 1, vars.ValidatorCalls)
+	assert.Positive(t, vars.ValidatorSeconds)
 }

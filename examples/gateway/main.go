@@ -23,6 +23,14 @@
 //	                     are then refused without asking the server
 //	REVALIDATE_INTERVAL  how often live sockets' sessions are checked again,
 //	                     a Go duration (default 1m)
+//	TRUSTED_PROXIES      reverse proxies (comma-separated addresses or CIDR
+//	                     prefixes) whose X-Forwarded-For names the client
+//
+// GET /debug/vars serves the counters of the expvar package, among them
+// wsauth_decisions (decisions by "method.outcome"), wsauth_validator_calls
+// and wsauth_validator_seconds (time spent in the session validator). It
+// also shows the command line and memory statistics: keep it off the public
+// internet.
 //
 // Sockets close with code 4401 when their session expires or is signed out
 // (within REVALIDATE_INTERVAL), and when their plugin key is removed from
@@ -34,6 +42,7 @@ package main
 import (
 	"context"
 	"errors"
+	"expvar"
 	"fmt"
 	"log/slog"
 	"net"
@@ -97,18 +106,15 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 		sessions, login, logout = demo, demo.login(), demo.logout()
 		logger.Info("sessions come from the built-in demo store (set AUTH_URL to use Better Auth)", "revalidate_interval", interval)
 	}
-	var origins []string
-	if v := strings.TrimSpace(getenv("ALLOWED_ORIGINS")); v != "" {
-		for _, o := range strings.Split(v, ",") {
-			origins = append(origins, strings.TrimSpace(o))
-		}
-	}
+	origins := splitList(getenv("ALLOWED_ORIGINS"))
 	auth, err := wsauth.New(wsauth.Options{
 		PluginKeys:         keys,
 		Sessions:           sessions,
 		AllowedOrigins:     origins,
 		RevalidateInterval: interval,
+		TrustedProxies:     splitList(getenv("TRUSTED_PROXIES")),
 		Logger:             logger,
+		Observer:           wsauth.ObserverFunc(observe),
 	})
 	if err != nil {
 		return err
@@ -124,6 +130,7 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	mux.Handle("POST /login", csrf.Handler(login))
 	mux.Handle("POST /logout", csrf.Handler(logout))
 	mux.Handle("GET /chat", auth.Handler(hub.chat(auth)))
+	mux.Handle("GET /debug/vars", expvar.Handler())
 
 	addr := getenv("ADDR")
 	if addr == "" {
@@ -174,5 +181,32 @@ func reloadOnHangup(ctx context.Context, keys *wsauth.PluginKeys, logger *slog.L
 			}
 			logger.Info("plugin keys reloaded", "names", keys.Names())
 		}
+	}
+}
+
+// splitList splits a comma-separated environment variable.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Counters served at /debug/vars.
+var (
+	decisions        = expvar.NewMap("wsauth_decisions")
+	validatorCalls   = expvar.NewInt("wsauth_validator_calls")
+	validatorSeconds = expvar.NewFloat("wsauth_validator_seconds")
+)
+
+// observe counts one decision of the middleware.
+func observe(e wsauth.Event) {
+	decisions.Add(e.Method+"."+string(e.Outcome), 1)
+	if e.ValidatorLatency > 0 {
+		validatorCalls.Add(1)
+		validatorSeconds.Add(e.ValidatorLatency.Seconds())
 	}
 }
