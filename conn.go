@@ -594,7 +594,7 @@ func (s *liveSet) check(g *connGroup) {
 	if why == nil && err != nil && s.m.logger != nil {
 		s.m.logger.LogAttrs(context.Background(), slog.LevelWarn, "wsauth: revalidation could not decide; connections stay open",
 			slog.String("subject", g.key.subject), slog.String("session", g.key.session),
-			slog.Int("connections", n), slog.String("reason", err.Error()))
+			slog.Int("connections", n), slog.String("reason", redactedError(err)))
 	}
 	s.close(ended)
 }

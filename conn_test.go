@@ -2,9 +2,11 @@ package wsauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -447,4 +449,25 @@ func TestAcceptUserWithoutValidator(t *testing.T) {
 	ce := waitClosed(t, c, 20*time.Second)
 	assert.Equal(t, StatusSessionEnded, ce.Code)
 	assert.Equal(t, "session expired", ce.Reason)
+}
+
+// TestRevalidationLogIsRedacted: a revalidation that cannot decide is
+// logged without the query of a URL that the validator's error quotes.
+func TestRevalidationLogIsRedacted(t *testing.T) {
+	const secret = "revalidation-token-that-must-not-leak"
+	v := newCountingValidator()
+	v.set("s", userUntil("alice", time.Now().Add(time.Hour)))
+	logger, own := newTeeLogger()
+	h := newLiveHarness(t, Options{Sessions: v, RevalidateInterval: 50 * time.Millisecond, Logger: logger}, nil)
+	_, sctx := h.dial(t, hdr("Cookie", testCookie+"=s"))
+	v.set("s", func() (*Identity, error) {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable,
+			&url.Error{Op: "Get", URL: "https://auth.internal/get-session?token=" + secret, Err: errors.New("connection refused")})
+	})
+	require.Eventually(t, func() bool {
+		return strings.Contains(own.String(), "revalidation could not decide")
+	}, 20*time.Second, 10*time.Millisecond)
+	assert.Contains(t, own.String(), "auth.internal/get-session")
+	assert.NotContains(t, own.String(), secret)
+	assert.NoError(t, sctx.Err())
 }

@@ -340,7 +340,7 @@ func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision
 	switch {
 	case err != nil:
 		d.err = &RetryError{Err: fmt.Errorf("%w: throttle store: %w", ErrUnavailable, err), After: m.retryAfter}
-		d.reason = "throttle store failed: " + err.Error()
+		d.reason = "throttle store failed: " + redactedError(err)
 	case wait > 0:
 		d.err = &RetryError{Err: ErrThrottled, After: wait}
 		d.reason = "too many failed attempts from this client"
@@ -356,6 +356,6 @@ func (m *Middleware) recordFailure(r *http.Request, client netip.Addr, d *decisi
 		return
 	}
 	if err := m.throttle.fail(r.Context(), m.throttle.key(client, r.RemoteAddr), m.now()); err != nil {
-		d.reason += "; throttle store failed: " + err.Error()
+		d.reason += "; throttle store failed: " + redactedError(err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -319,6 +320,55 @@ func TestNewRefusesBadThrottleOptions(t *testing.T) {
 			require.Error(t, err)
 			assert.Nil(t, m)
 			assert.Regexp(t, "^wsauth: ", err.Error())
+		})
+	}
+}
+
+// storeSecret stands for a credential that a shared store's client puts
+// in the URLs it asks, and so in its errors.
+const storeSecret = "store-access-token-that-must-not-leak"
+
+// urlErrorStore is a ThrottleStore reached over HTTP whose errors quote the
+// URL it asked, credential included. Each method fails if told to.
+type urlErrorStore struct {
+	*memoryStore
+	failDrained, failFail bool
+}
+
+func (s *urlErrorStore) err() error {
+	return &url.Error{Op: "Get", URL: "https://store.internal/throttle?access_token=" + storeSecret, Err: errors.New("connection refused")}
+}
+
+func (s *urlErrorStore) Drained(ctx context.Context, client string) (time.Time, error) {
+	if s.failDrained {
+		return time.Time{}, s.err()
+	}
+	return s.memoryStore.Drained(ctx, client)
+}
+
+func (s *urlErrorStore) Fail(ctx context.Context, client string, now time.Time, cost time.Duration) error {
+	if s.failFail {
+		return s.err()
+	}
+	return s.memoryStore.Fail(ctx, client, now, cost)
+}
+
+// TestThrottleStoreErrorsAreRedactedInTheLog: the text of a store's error
+// is logged without the query of a URL it quotes.
+func TestThrottleStoreErrorsAreRedactedInTheLog(t *testing.T) {
+	for name, store := range map[string]*urlErrorStore{
+		"checking a client":   {memoryStore: newMemoryStore(10), failDrained: true},
+		"recording a failure": {memoryStore: newMemoryStore(10), failFail: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			logger, own := newTeeLogger()
+			m, err := New(Options{PluginKeys: mustKeys(t), Throttle: ThrottleOptions{Store: store}, Logger: logger})
+			require.NoError(t, err)
+			_, _ = m.Authenticate(newRequest(PluginTokenHeader, "wrong"))
+			log := own.String()
+			assert.Contains(t, log, "throttle store failed")
+			assert.Contains(t, log, "store.internal/throttle")
+			assert.NotContains(t, log, storeSecret)
 		})
 	}
 }
