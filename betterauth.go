@@ -63,7 +63,9 @@ type BetterAuthOptions struct {
 
 	// Client sends the get-session requests. It is copied, and the copy
 	// never follows redirects, so that a session cookie is sent nowhere
-	// but Path. Default: a client of its own with the standard transport
+	// but Path, and has no cookie jar, so that a cookie the auth service
+	// sets in its answer for one user is never sent with another user's
+	// check. Default: a client of its own with the standard transport
 	// settings.
 	Client *http.Client
 }
@@ -155,6 +157,7 @@ func NewBetterAuth(opts BetterAuthOptions) (SessionValidator, error) {
 	}
 	if opts.Client != nil {
 		c := *opts.Client
+		c.Jar = nil
 		b.client = &c
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()

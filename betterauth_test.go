@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -354,4 +355,37 @@ func TestBetterAuthThroughTheMiddleware(t *testing.T) {
 		require.NotNil(t, resp)
 		assert.Equal(t, status, resp.StatusCode, cookie)
 	}
+}
+
+// TestBetterAuthIgnoresTheClientsCookieJar: a cookie that the auth service
+// sets while it checks one user's session is never sent with the check of
+// another's, even if the given client has a cookie jar.
+func TestBetterAuthIgnoresTheClientsCookieJar(t *testing.T) {
+	var mu sync.Mutex
+	var seenCookies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seenCookies = append(seenCookies, r.Header.Get("Cookie"))
+		mu.Unlock()
+		// Better Auth refreshes a session by setting its cookie again.
+		http.SetCookie(w, &http.Cookie{Name: baCookie, Value: "alice-refreshed.sig", Path: "/"})
+		fmt.Fprintf(w, sessionJSONFmt, "a", "a", time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "a", "a", "a")
+	}))
+	defer srv.Close()
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	v, err := NewBetterAuth(BetterAuthOptions{BaseURL: srv.URL, Client: client})
+	require.NoError(t, err)
+
+	_, err = v.ValidateSession(context.Background(), requestWith(hdr("Cookie", baCookie+"=good-alice.sig")))
+	require.NoError(t, err)
+	_, err = v.ValidateSession(context.Background(), requestWith(hdr("Authorization", "Bearer good-bob.sig")))
+	require.NoError(t, err)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seenCookies, 2)
+	assert.Empty(t, seenCookies[1], "bob's check carried a cookie set during alice's")
+	assert.Same(t, jar, client.Jar, "the caller's client is not modified")
 }
