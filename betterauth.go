@@ -24,6 +24,11 @@ const (
 	DefaultBetterAuthMaxBodyBytes = 64 << 10
 )
 
+// maxUpstreamRetryAfter bounds the Retry-After of the auth service that the
+// validator passes on, so that a confused or hostile answer cannot tell
+// every client to stay away for days.
+const maxUpstreamRetryAfter = 5 * time.Minute
+
 // BetterAuthOptions configures the validator made by [NewBetterAuth].
 type BetterAuthOptions struct {
 	// BaseURL is where the Better Auth server is reached, such as
@@ -100,7 +105,8 @@ type betterAuth struct {
 //     expired session), 401 or 403: [ErrInvalidCredentials];
 //   - anything else (5xx, 429, a redirect, a timeout, a refused connection,
 //     a body that is too long or is not a session): an error wrapping
-//     [ErrUnavailable], carrying the server's Retry-After if it sent one.
+//     [ErrUnavailable], carrying the server's Retry-After if it sent one
+//     in seconds, at most five minutes.
 //
 // It fails if BaseURL is missing or malformed, a secret is empty, or a
 // duration or size is negative. The validator is safe for concurrent use.
@@ -218,7 +224,11 @@ func (b *betterAuth) ValidateSession(ctx context.Context, r *http.Request) (*Ide
 	default:
 		err := fmt.Errorf("%w: Better Auth get-session answered %d", ErrUnavailable, resp.StatusCode)
 		if s, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && s > 0 {
-			return nil, &RetryError{Err: err, After: time.Duration(s) * time.Second}
+			after := maxUpstreamRetryAfter
+			if s < int(maxUpstreamRetryAfter/time.Second) {
+				after = time.Duration(s) * time.Second
+			}
+			return nil, &RetryError{Err: err, After: after}
 		}
 		return nil, err
 	}

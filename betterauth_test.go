@@ -79,6 +79,12 @@ func newFakeBetterAuth(t *testing.T) *fakeBetterAuth {
 		case token == "status503":
 			w.Header().Set("Retry-After", "9")
 			w.WriteHeader(http.StatusServiceUnavailable)
+		case token == "status503-day":
+			w.Header().Set("Retry-After", "86400")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case token == "status503-overflow":
+			w.Header().Set("Retry-After", "99999999999")
+			w.WriteHeader(http.StatusServiceUnavailable)
 		case token == "redirect":
 			http.Redirect(w, r, "/elsewhere", http.StatusFound)
 		case token == "slow":
@@ -171,6 +177,8 @@ func TestBetterAuthAnswers(t *testing.T) {
 
 		{"could not decide", "500", hdr("Cookie", baCookie+"=status500.sig"), want{err: ErrUnavailable, calls: 1}},
 		{"could not decide", "503 with Retry-After", hdr("Cookie", baCookie+"=status503.sig"), want{err: ErrUnavailable, calls: 1, retry: 9 * time.Second}},
+		{"could not decide", "503 with a Retry-After of a day: capped", hdr("Cookie", baCookie+"=status503-day.sig"), want{err: ErrUnavailable, calls: 1, retry: 5 * time.Minute}},
+		{"could not decide", "503 with a Retry-After that overflows: capped", hdr("Cookie", baCookie+"=status503-overflow.sig"), want{err: ErrUnavailable, calls: 1, retry: 5 * time.Minute}},
 		{"could not decide", "404: wrong path", hdr("Cookie", baCookie+"=status404.sig"), want{err: ErrUnavailable, calls: 1}},
 		{"could not decide", "redirect is not followed", hdr("Cookie", baCookie+"=redirect.sig"), want{err: ErrUnavailable, calls: 1}},
 		{"could not decide", "slow answer", hdr("Cookie", baCookie+"=slow.sig"), want{err: ErrUnavailable, calls: 1}},
