@@ -49,7 +49,11 @@ type BetterAuthOptions struct {
 
 	// Secrets turns on the offline pre-check: a session cookie whose
 	// signature (HMAC-SHA256 of the token) verifies under none of these
-	// secrets is refused without asking the auth service. Give
+	// secrets is dropped, never forwarded, and a request whose session
+	// cookies are all dropped, and that carries no bearer token, is
+	// refused without asking the auth service. One forged cookie does not
+	// refuse a request that also carries a genuine one, so that a cookie
+	// planted by a sibling subdomain cannot lock a user out. Give
 	// BETTER_AUTH_SECRET, and during a rotation the old secrets after it.
 	// A wrong secret refuses every session, so set it only from the same
 	// source Better Auth reads. Default: none, every cookie is checked by
@@ -177,13 +181,15 @@ func NewBetterAuth(opts BetterAuthOptions) (SessionValidator, error) {
 // ValidateSession implements [SessionValidator].
 func (b *betterAuth) ValidateSession(ctx context.Context, r *http.Request) (*Identity, error) {
 	var cookies []string
+	forged := false
 	for _, name := range b.cookieNames {
 		for _, c := range r.CookiesNamed(name) {
 			if c.Value == "" {
 				continue
 			}
 			if b.secrets != nil && !b.signatureValid(c.Value) {
-				return nil, fmt.Errorf("%w: session cookie signature does not verify", ErrInvalidCredentials)
+				forged = true
+				continue
 			}
 			cookies = append(cookies, c.Name+"="+c.Value)
 		}
@@ -194,7 +200,11 @@ func (b *betterAuth) ValidateSession(ctx context.Context, r *http.Request) (*Ide
 			bearer = auth[0]
 		}
 	}
-	if len(cookies) == 0 && bearer == "" {
+	switch {
+	case len(cookies) > 0 || bearer != "":
+	case forged:
+		return nil, fmt.Errorf("%w: session cookie signature does not verify", ErrInvalidCredentials)
+	default:
 		return nil, ErrNoCredentials
 	}
 

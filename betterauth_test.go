@@ -309,6 +309,44 @@ func TestBetterAuthPreCheck(t *testing.T) {
 		})
 	}
 
+	t.Run("a forged cookie beside a genuine one is dropped, not final", func(t *testing.T) {
+		// A sibling subdomain can plant a cookie under the plain name
+		// next to the genuine __Secure- one.
+		for name, cookies := range map[string]string{
+			"forged plain, genuine __Secure-": baCookie + "=good-mallory.forged; __Secure-" + baCookie + "=" + signed(baSecret, "good-alice"),
+			"genuine plain, forged __Secure-": baCookie + "=" + signed(baSecret, "good-alice") + "; __Secure-" + baCookie + "=good-mallory.forged",
+			"forged and genuine, same name":   baCookie + "=good-mallory.forged; " + baCookie + "=" + signed(baSecret, "good-alice"),
+		} {
+			t.Run(name, func(t *testing.T) {
+				f := newFakeBetterAuth(t)
+				v := newBetterAuthFor(t, f, BetterAuthOptions{Secrets: []string{baSecret}})
+				id, err := v.ValidateSession(context.Background(), requestWith(hdr("Cookie", cookies)))
+				require.NoError(t, err)
+				assert.Equal(t, "alice", id.Name)
+				up := f.lastRequest()
+				require.NotNil(t, up)
+				assert.NotContains(t, up.Header.Get("Cookie"), "mallory", "a forged cookie was forwarded")
+			})
+		}
+	})
+
+	t.Run("forged cookies and a bearer token: the bearer token is checked", func(t *testing.T) {
+		f := newFakeBetterAuth(t)
+		v := newBetterAuthFor(t, f, BetterAuthOptions{Secrets: []string{baSecret}})
+		id, err := v.ValidateSession(context.Background(), requestWith(hdr("Cookie", baCookie+"=good-mallory.forged", "Authorization", "Bearer good-alice")))
+		require.NoError(t, err)
+		assert.Equal(t, "alice", id.Name)
+		assert.Empty(t, f.lastRequest().Header.Get("Cookie"))
+	})
+
+	t.Run("only forged cookies: refused without a call", func(t *testing.T) {
+		f := newFakeBetterAuth(t)
+		v := newBetterAuthFor(t, f, BetterAuthOptions{Secrets: []string{baSecret}})
+		_, err := v.ValidateSession(context.Background(), requestWith(hdr("Cookie", baCookie+"=good-mallory.forged; __Secure-"+baCookie+"=good-eve.forged")))
+		require.ErrorIs(t, err, ErrInvalidCredentials)
+		assert.Zero(t, f.calls.Load())
+	})
+
 	t.Run("bearer tokens are left to the auth service", func(t *testing.T) {
 		f := newFakeBetterAuth(t)
 		v := newBetterAuthFor(t, f, BetterAuthOptions{Secrets: []string{baSecret}})
