@@ -69,6 +69,8 @@ func FuzzAuthenticate(f *testing.F) {
 		{0, "", "", "", "127.0.0.1:1", "203.0.113.9", "", ""},
 		{0, "", "", "", "127.0.0.1:1", "", "x-real-ip", "203.0.113.9"},
 		{0, "", "", "", "127.0.0.1:1", "", "Forwarded", "for=203.0.113.9"},
+		{0, "", "", "", "127.0.0.1:1", "", "Authorization", "Bearer x"},
+		{0, "", "", "", "127.0.0.1:1", "", "Sec-Fetch-Site", "cross-site"},
 		{0, "", "", "", "10.0.0.1:1", "127.0.0.1", "", ""},
 		{0, "", "", "", "10.0.0.1:1", "203.0.113.9, 10.0.0.2", "X-Plugin-Token", testKey},
 		{0, "", "", "", "192.0.2.1:1", "", "x-plugin-token", testKey},
@@ -89,7 +91,7 @@ func FuzzAuthenticate(f *testing.F) {
 		require.NoError(t, err)
 		r := &http.Request{
 			Method: http.MethodGet, URL: &url.URL{Path: "/chat"}, Host: fuzzHost,
-			Header: http.Header{}, RemoteAddr: remote,
+			Header: http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}, RemoteAddr: remote,
 		}
 		for range tokens % 3 {
 			r.Header[PluginTokenHeader] = append(r.Header[PluginTokenHeader], token)
@@ -139,10 +141,12 @@ func checkFuzzAccepted(t *testing.T, r *http.Request, id *Identity) {
 			}
 			require.NoError(t, err, "loopback identity for remote address %q", r.RemoteAddr)
 			assert.True(t, addr.Unmap().IsLoopback(), r.RemoteAddr)
+			assert.True(t, isWebSocketHandshake(r), "loopback identity for a request that is no handshake")
 			for k := range r.Header {
-				for _, banned := range []string{"origin", "cookie", "forwarded", "via", "x-real-ip", "x-forwarded-for"} {
+				for _, banned := range []string{"origin", "cookie", "authorization", "forwarded", "via", "x-real-ip", "x-forwarded-for"} {
 					assert.NotEqual(t, banned, strings.ToLower(k), "loopback identity despite %s", k)
 				}
+				assert.False(t, strings.HasPrefix(strings.ToLower(k), "sec-fetch-"), "loopback identity despite %s", k)
 			}
 			return
 		}

@@ -40,6 +40,9 @@ func TestLoopback(t *testing.T) {
 		{"Via", hdr("Via", "1.1 proxy"), 401, ""},
 		{"X-Forwarded-Host", hdr("X-Forwarded-Host", "gw.example"), 401, ""},
 		{"empty X-Forwarded-For", hdr("X-Forwarded-For", ""), 401, ""},
+		{"Authorization: the session path decides", hdr("Authorization", "Bearer forged"), 401, ""},
+		{"browser fetch metadata (Sec-Fetch-Site)", hdr("Sec-Fetch-Site", "cross-site"), 401, ""},
+		{"browser fetch metadata (Sec-Fetch-Mode)", hdr("sec-fetch-mode", "websocket"), 401, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +63,35 @@ func TestLoopback(t *testing.T) {
 	}
 }
 
+// TestLoopbackOnlyForHandshakes: a local request that is not a WebSocket
+// handshake (a plain GET through Authenticate, as a page such as /whoami
+// would make) is not let in as the loopback plugin.
+func TestLoopbackOnlyForHandshakes(t *testing.T) {
+	h := newHarness(t, Options{InsecureTrustLoopback: true})
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		req, err := http.NewRequest(method, h.srv.URL+"/chat", nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, method)
+	}
+	assert.Zero(t, h.handled.Load())
+	for name, r := range map[string]*http.Request{
+		"no Upgrade":               newRequest("Connection", "Upgrade"),
+		"no Connection: Upgrade":   newRequest("Upgrade", "websocket"),
+		"upgrade to another thing": newRequest("Connection", "Upgrade", "Upgrade", "h2c"),
+	} {
+		r.RemoteAddr = "127.0.0.1:5000"
+		assert.False(t, loopbackTrusted(r), name)
+	}
+}
+
+// handshakeRequest returns a WebSocket handshake from 192.0.2.1.
+func handshakeRequest() *http.Request {
+	return newRequest("Connection", "Upgrade", "Upgrade", "websocket")
+}
+
 func TestLoopbackOnlyRemoteAddrCounts(t *testing.T) {
 	for remote, want := range map[string]bool{
 		"127.0.0.1:5000":        true,
@@ -74,7 +106,7 @@ func TestLoopbackOnlyRemoteAddrCounts(t *testing.T) {
 		"@":                     false,
 		"":                      false,
 	} {
-		r := newRequest()
+		r := handshakeRequest()
 		r.RemoteAddr = remote
 		assert.Equal(t, want, loopbackTrusted(r), remote)
 	}
@@ -82,7 +114,8 @@ func TestLoopbackOnlyRemoteAddrCounts(t *testing.T) {
 	// for loopback, and the header cannot make a remote client local.
 	m, err := New(Options{PluginKeys: mustKeys(t), InsecureTrustLoopback: true, TrustedProxies: []string{"192.0.2.0/24"}})
 	require.NoError(t, err)
-	r := newRequest("X-Forwarded-For", "127.0.0.1")
+	r := handshakeRequest()
+	r.Header.Set("X-Forwarded-For", "127.0.0.1")
 	_, err = m.Authenticate(r)
 	assert.ErrorIs(t, err, ErrNoCredentials)
 }

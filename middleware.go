@@ -98,11 +98,15 @@ type Options struct {
 	TrustedProxies []string
 
 	// InsecureTrustLoopback lets a request in as the plugin
-	// [LoopbackPluginName] if its connection comes from a loopback
-	// address (127.0.0.0/8, ::1) and it carries no credential and none
-	// of the headers a browser or a proxy adds: no X-Plugin-Token,
-	// Cookie, Origin, Forwarded, Via, X-Real-IP or X-Forwarded-*. Only
-	// the connection's own address counts, never a forwarding header.
+	// [LoopbackPluginName] if it is a WebSocket handshake, its connection
+	// comes from a loopback address (127.0.0.0/8, ::1), and it carries
+	// none of the credential headers this package knows and none of the
+	// headers a browser or a proxy adds: no X-Plugin-Token, Cookie,
+	// Authorization, Origin, Sec-Fetch-*, Forwarded, Via, X-Real-IP or
+	// X-Forwarded-*. A credential in any other header (one that a custom
+	// session validator reads) is not looked for: such a request is let
+	// in as the loopback plugin without being checked. Only the
+	// connection's own address counts, never a forwarding header.
 	//
 	// It is unsafe wherever "local" does not mean "trusted": in a
 	// container or pod that shares its network namespace, on a host with
