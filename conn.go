@@ -280,6 +280,10 @@ type liveSet struct {
 	timer     *time.Timer
 	timerAt   int64  // Unix nanoseconds; 0: not armed
 	stopWatch func() // stops watching the plugin keys
+
+	// keysRead, if set (by tests, with mu held), runs right after a
+	// plugin connection has read the key set it is checked against.
+	keysRead func()
 }
 
 func newLiveSet(m *Middleware, interval time.Duration) *liveSet {
@@ -323,7 +327,17 @@ func (s *liveSet) addPluginLocked(lc *liveConn, id *Identity) []*liveConn {
 	if id.KeyID == "" || keys == nil {
 		return nil // not authenticated by a key of this middleware
 	}
+	// Watch before reading the keys: a Reload that stores its keys after
+	// the read below then calls keysChanged, which waits for s.mu and
+	// finds this connection, and one that stored them before is seen by
+	// the read.
+	if s.stopWatch == nil {
+		s.stopWatch = keys.watch(s.keysChanged)
+	}
 	ks := keys.set.Load()
+	if s.keysRead != nil {
+		s.keysRead()
+	}
 	sum := id.keySum
 	if sum == nil {
 		sum = ks.digest(id.KeyID)
@@ -331,6 +345,7 @@ func (s *liveSet) addPluginLocked(lc *liveConn, id *Identity) []*liveConn {
 	if sum == nil || !ks.has(id.KeyID, sum) {
 		// The key went away between the handshake and the upgrade.
 		lc.state, lc.end = connEnded, endKeyRemoved
+		s.unwatchIfIdleLocked()
 		return []*liveConn{lc}
 	}
 	k := pluginKey{name: id.KeyID, sum: *sum}
@@ -338,12 +353,18 @@ func (s *liveSet) addPluginLocked(lc *liveConn, id *Identity) []*liveConn {
 	if g == nil {
 		g = &connGroup{plugin: &k, index: -1}
 		s.plugins[k] = g
-		if s.stopWatch == nil {
-			s.stopWatch = keys.watch(s.keysChanged)
-		}
 	}
 	g.link(lc)
 	return nil
+}
+
+// unwatchIfIdleLocked stops watching the plugin keys when no plugin
+// connection is left to close.
+func (s *liveSet) unwatchIfIdleLocked() {
+	if len(s.plugins) == 0 && s.stopWatch != nil {
+		s.stopWatch()
+		s.stopWatch = nil
+	}
 }
 
 func (s *liveSet) addSessionLocked(lc *liveConn, id *Identity, r *http.Request, now int64) {
@@ -448,10 +469,7 @@ func (s *liveSet) dropGroupLocked(g *connGroup) {
 		}
 	} else if g.plugin != nil && s.plugins[*g.plugin] == g {
 		delete(s.plugins, *g.plugin)
-		if len(s.plugins) == 0 && s.stopWatch != nil {
-			s.stopWatch()
-			s.stopWatch = nil
-		}
+		s.unwatchIfIdleLocked()
 	}
 }
 

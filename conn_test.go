@@ -471,3 +471,47 @@ func TestRevalidationLogIsRedacted(t *testing.T) {
 	assert.NotContains(t, own.String(), secret)
 	assert.NoError(t, sctx.Err())
 }
+
+// TestAcceptSeesAReloadDuringRegistration: a Reload that removes a plugin's
+// key just after its connection, on its way to being registered, has read
+// the keys still closes that connection.
+func TestAcceptSeesAReloadDuringRegistration(t *testing.T) {
+	const (
+		key   = "reload-race-key-telegram-0123456789abcd"
+		other = "reload-race-key-discord-0123456789abcde"
+	)
+	file := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(file, []byte("telegram="+key+"\n"), 0o600))
+	setEnv(t, "", "", file)
+	keys, err := PluginKeysFromEnv()
+	require.NoError(t, err)
+	h := newLiveHarness(t, Options{PluginKeys: keys}, nil)
+
+	reloaded := make(chan error, 1)
+	h.m.live.mu.Lock()
+	h.m.live.keysRead = func() {
+		h.m.live.keysRead = nil
+		before := keys.set.Load()
+		if err := os.WriteFile(file, []byte("discord="+other+"\n"), 0o600); err != nil {
+			reloaded <- err
+			return
+		}
+		go func() { reloaded <- keys.Reload() }()
+		// Wait until the new keys are in force; the Reload may still
+		// be on its way to its watchers.
+		for deadline := time.Now().Add(10 * time.Second); keys.set.Load() == before && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	h.m.live.mu.Unlock()
+
+	c, _ := h.dial(t, hdr(PluginTokenHeader, key))
+	ce := waitClosed(t, c, 5*time.Second)
+	assert.Equal(t, StatusSessionEnded, ce.Code)
+	assert.Equal(t, "plugin key removed", ce.Reason)
+	require.NoError(t, <-reloaded)
+	require.Eventually(t, func() bool { return h.m.live.size() == 0 }, 10*time.Second, 10*time.Millisecond)
+	keys.watchMu.Lock()
+	defer keys.watchMu.Unlock()
+	assert.Empty(t, keys.watchers, "no connection left to watch for")
+}
