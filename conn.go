@@ -35,8 +35,10 @@ const StatusSessionEnded websocket.StatusCode = 4401
 // expired", "session revoked" or "plugin key removed".
 var ErrSessionEnded = errors.New("wsauth: session ended")
 
-// maxParallelChecks bounds the revalidations that run at once, so that a
-// burst of due sessions does not become a burst at the auth service.
+// maxParallelChecks bounds the revalidations of one middleware that run at
+// once, however many timer firings made them due, so that a burst of due
+// sessions, or an auth service that hangs, does not become a burst of
+// calls at the auth service.
 const maxParallelChecks = 8
 
 // endReason is why the library closed a connection: the close reason sent
@@ -278,8 +280,10 @@ type liveSet struct {
 	plugins   map[pluginKey]*connGroup
 	queue     groupQueue
 	timer     *time.Timer
-	timerAt   int64  // Unix nanoseconds; 0: not armed
-	stopWatch func() // stops watching the plugin keys
+	timerAt   int64        // Unix nanoseconds; 0: not armed
+	stopWatch func()       // stops watching the plugin keys
+	due       []*connGroup // waiting for a check, oldest first
+	checkers  int          // goroutines running checks; at most maxParallelChecks
 
 	// keysRead, if set (by tests, with mu held), runs right after a
 	// plugin connection has read the key set it is checked against.
@@ -523,12 +527,11 @@ func (s *liveSet) armLocked(now int64) {
 	}
 }
 
-// fire closes the connections of expired sessions and starts the checks
-// that are due.
+// fire closes the connections of expired sessions and queues the checks
+// that are due, starting goroutines to run them up to maxParallelChecks.
 func (s *liveSet) fire() {
 	now := s.m.now().UnixNano()
 	var ended []*liveConn
-	var due []*connGroup
 	s.mu.Lock()
 	s.timerAt = 0
 	for len(s.queue) > 0 {
@@ -542,36 +545,38 @@ func (s *liveSet) fire() {
 		}
 		if !g.checking {
 			g.checking = true
-			due = append(due, g)
+			s.due = append(s.due, g)
 		}
 		g.nextCheck = now + int64(s.interval)
 		heap.Fix(&s.queue, g.index)
 	}
 	s.armLocked(now)
+	start := min(len(s.due), maxParallelChecks-s.checkers)
+	s.checkers += start
 	s.mu.Unlock()
 	s.close(ended)
-	s.checkAll(due)
+	for range start {
+		go s.runChecks()
+	}
 }
 
-// checkAll revalidates groups, a few at a time.
-func (s *liveSet) checkAll(due []*connGroup) {
-	if len(due) == 0 {
-		return
+// runChecks runs the checks that are due, one at a time, until none is
+// left. At most maxParallelChecks of it run at once.
+func (s *liveSet) runChecks() {
+	for {
+		s.mu.Lock()
+		if len(s.due) == 0 {
+			s.due = nil
+			s.checkers--
+			s.mu.Unlock()
+			return
+		}
+		g := s.due[0]
+		s.due[0] = nil
+		s.due = s.due[1:]
+		s.mu.Unlock()
+		s.check(g)
 	}
-	work := make(chan *connGroup)
-	var wg sync.WaitGroup
-	for range min(len(due), maxParallelChecks) {
-		wg.Go(func() {
-			for g := range work {
-				s.check(g)
-			}
-		})
-	}
-	for _, g := range due {
-		work <- g
-	}
-	close(work)
-	wg.Wait()
 }
 
 // check asks the validator again about one session and acts on the answer.

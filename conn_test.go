@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -514,4 +515,44 @@ func TestAcceptSeesAReloadDuringRegistration(t *testing.T) {
 	keys.watchMu.Lock()
 	defer keys.watchMu.Unlock()
 	assert.Empty(t, keys.watchers, "no connection left to watch for")
+}
+
+// TestRevalidationConcurrencyIsBounded: however many timer firings make
+// sessions due while the auth service hangs, no more than maxParallelChecks
+// revalidations run at once.
+func TestRevalidationConcurrencyIsBounded(t *testing.T) {
+	const sessions = 20
+	var inFlight, most, started atomic.Int64
+	release := make(chan struct{})
+	v := SessionValidatorFunc(func(ctx context.Context, r *http.Request) (*Identity, error) {
+		c, err := r.Cookie(testCookie)
+		if err != nil {
+			return nil, ErrNoCredentials
+		}
+		id := &Identity{Subject: "id-" + c.Value, Name: c.Value, SessionID: "sid-" + c.Value, Expires: time.Now().Add(time.Hour)}
+		if !isRevalidation(ctx) {
+			return id, nil
+		}
+		started.Add(1)
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return id, nil
+	})
+	h := newLiveHarness(t, Options{Sessions: v, RevalidateInterval: 100 * time.Millisecond, ValidatorTimeout: time.Minute}, nil)
+	defer close(release)
+	// Sessions opened 30 ms apart come due 30 ms apart: a timer firing
+	// each.
+	for i := range sessions {
+		h.dial(t, hdr("Cookie", testCookie+"=s"+strconv.Itoa(i)))
+		time.Sleep(30 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	assert.EqualValues(t, maxParallelChecks, started.Load(), "checks started while the auth service hangs")
+	assert.LessOrEqual(t, most.Load(), int64(maxParallelChecks), "revalidations at once")
 }
