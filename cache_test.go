@@ -346,7 +346,9 @@ func TestCacheSingleflight(t *testing.T) {
 				arrived.Add(1)
 				return cache.ValidateSession(ctx, r)
 			})
-			h := newHarness(t, Options{Sessions: counted, ValidatorTimeout: 30 * time.Second})
+			// All n handshakes come from one address and are being
+			// decided at once: each holds one attempt of its budget.
+			h := newHarness(t, Options{Sessions: counted, ValidatorTimeout: 30 * time.Second, Throttle: ThrottleOptions{MaxFailures: n}})
 
 			statuses := make(chan int, n)
 			var wg sync.WaitGroup

@@ -235,14 +235,19 @@ func withIdentity(r *http.Request, id *Identity) *http.Request {
 // themselves. It returns the identity, or an error wrapping one of the
 // package's sentinel errors that [StatusCode] turns into the HTTP status.
 // The decision is logged and observed if a logger and an observer are
-// configured, and counts against the client's throttle if it failed. r is
-// not modified.
+// configured, and counts against the client's throttle if it failed (the
+// attempt is taken before r is decided; see [ThrottleOptions]). r is not
+// modified.
 func (m *Middleware) Authenticate(r *http.Request) (*Identity, error) {
 	client := m.clientAddr(r)
-	d, throttled := m.checkThrottle(r, client)
+	var key string // the client as the throttle counts it
+	if m.throttle != nil {
+		key = m.throttle.key(client, r.RemoteAddr)
+	}
+	d, throttled := m.checkThrottle(r, key)
 	if !throttled {
 		d = m.decide(r)
-		m.recordFailure(r, client, &d)
+		m.settleThrottle(r, key, &d)
 	}
 	d.client = client
 	m.log(r, &d)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -34,8 +35,19 @@ const (
 // regains one attempt every Window/MaxFailures, and a client that stops
 // failing for Window is forgiven entirely. While a client has no attempt
 // left, every request from its address, valid or not, is refused with
-// [ErrThrottled] (429 with Retry-After) before anything else is looked at:
-// no key is compared and the session validator is not called.
+// [ErrThrottled] (429 with Retry-After, at most Window) before anything
+// else is looked at: no key is compared and the session validator is not
+// called.
+//
+// A request takes one of its client's attempts before its credential is
+// looked at and gives it back once it is decided, unless it failed. So
+// concurrent requests cannot all slip past the check before the first of
+// them has failed: however many a client sends at once, at most
+// MaxFailures of them reach the key comparison or the session validator
+// before it is throttled. The price: one address can have at most
+// MaxFailures requests being decided at the same moment, and a burst
+// beyond that (many handshakes from one NAT waiting for a slow auth
+// service) is refused with 429 until one is decided.
 //
 // The trade-off: the count is per address, not per person. Clients that
 // share one public address (behind a NAT, a corporate proxy, a carrier-grade
@@ -60,8 +72,9 @@ type ThrottleOptions struct {
 	// MaxClients bounds how many client addresses the built-in store
 	// remembers, so memory stays bounded however many addresses an
 	// attacker uses (an entry takes about 200 bytes). When it is full,
-	// the address whose last failure is oldest is forgotten. It does not
-	// apply to a custom Store. Default: [DefaultMaxClients].
+	// an address with no failure left is forgotten first, and only then
+	// the address whose last failure is oldest. It does not apply to a
+	// custom Store. Default: [DefaultMaxClients].
 	MaxClients int
 
 	// IPv6Prefix is the length of the prefix IPv6 clients are grouped by:
@@ -78,19 +91,30 @@ type ThrottleOptions struct {
 
 // ThrottleStore keeps the failures of each client address. A client's
 // state is a single time: the moment its recorded failures will have
-// drained away. The zero time means the store knows nothing of the client.
+// drained away. A client the store knows nothing of has the zero time.
 //
-// Implementations must be safe for concurrent use. An error from Drained
-// means the middleware cannot tell whether the client may try: it refuses
-// the request with 503 ([ErrUnavailable]). An error from Fail is logged and
-// the failure is lost.
+// Every request charges its client one failure in advance (Reserve), before
+// its credential is looked at, and takes the charge back (Refund) once it
+// is decided, unless it failed. Each method must change a client's time
+// atomically, so that concurrent requests, on one replica or many, all
+// count. Implementations must be safe for concurrent use.
+//
+// An error from Reserve means the middleware cannot tell whether the
+// client may try: it refuses the request with 503 ([ErrUnavailable]). An
+// error from Refund is logged, and the charge stays: the request counts as
+// a failure.
 type ThrottleStore interface {
-	// Drained returns the time at which client's failures drain away.
-	Drained(ctx context.Context, client string) (time.Time, error)
-	// Fail records a failure of client: it sets client's time to the
-	// later of its stored time and now, plus cost. The update must be
-	// atomic, so that concurrent failures all count.
-	Fail(ctx context.Context, client string, now time.Time, cost time.Duration) error
+	// Reserve charges client one failure at now, unless it has no
+	// attempt left. If client's time is later than now plus window minus
+	// cost, Reserve changes nothing and returns that time and false.
+	// Otherwise it sets the time to the later of the stored time and
+	// now, plus cost (so at most now plus window), and returns the new
+	// time and true.
+	Reserve(ctx context.Context, client string, now time.Time, cost, window time.Duration) (drained time.Time, ok bool, err error)
+	// Refund takes back a charge of cost that Reserve made: it moves
+	// client's time back by cost. A time that is then not later than
+	// now means the client has no failures left.
+	Refund(ctx context.Context, client string, now time.Time, cost time.Duration) error
 }
 
 // throttle is failure throttling as configured for one middleware. It is a
@@ -100,6 +124,7 @@ type ThrottleStore interface {
 type throttle struct {
 	store     ThrottleStore
 	cost      time.Duration // Window / MaxFailures
+	window    time.Duration // Window
 	tolerance time.Duration // Window - cost
 	v6bits    int
 }
@@ -127,29 +152,33 @@ func newThrottle(o ThrottleOptions) (*throttle, error) {
 	if cost <= 0 {
 		return nil, fmt.Errorf("wsauth: throttle window %v is too short for %d failures", o.Window, o.MaxFailures)
 	}
-	t := &throttle{store: o.Store, cost: cost, tolerance: o.Window - cost, v6bits: o.IPv6Prefix}
+	t := &throttle{store: o.Store, cost: cost, window: o.Window, tolerance: o.Window - cost, v6bits: o.IPv6Prefix}
 	if t.store == nil {
 		t.store = newMemoryStore(o.MaxClients)
 	}
 	return t, nil
 }
 
-// wait returns how long client must wait before its next attempt; zero
-// means it may try now.
-func (t *throttle) wait(ctx context.Context, client string, now time.Time) (time.Duration, error) {
-	drained, err := t.store.Drained(ctx, client)
-	if err != nil {
+// reserve charges client one failure in advance. It returns how long the
+// client must wait if it has no attempt left, and zero if the charge was
+// made.
+func (t *throttle) reserve(ctx context.Context, client string, now time.Time) (time.Duration, error) {
+	drained, ok, err := t.store.Reserve(ctx, client, now, t.cost, t.window)
+	switch {
+	case err != nil:
 		return 0, err
-	}
-	if !drained.After(now.Add(t.tolerance)) {
+	case ok:
 		return 0, nil
 	}
-	return drained.Sub(now) - t.tolerance, nil
+	// A shared store whose replicas' clocks disagree can hold a time
+	// further ahead than one charge puts it: no client is told to wait
+	// longer than the window.
+	return min(max(drained.Sub(now)-t.tolerance, time.Nanosecond), t.window), nil
 }
 
-// fail records a failure of client.
-func (t *throttle) fail(ctx context.Context, client string, now time.Time) error {
-	return t.store.Fail(ctx, client, now, t.cost)
+// refund takes back the charge of a request that did not fail.
+func (t *throttle) refund(ctx context.Context, client string, now time.Time) error {
+	return t.store.Refund(ctx, client, now, t.cost)
 }
 
 // isFailure reports whether a decision that ended in err counts against
@@ -271,13 +300,17 @@ func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// memoryStore is the default ThrottleStore: a map with a fixed capacity
-// that forgets the client whose last failure is oldest when it is full.
+// memoryStore is the default ThrottleStore: a map with a fixed capacity.
+// Its list is ordered by eviction: a client with failures moves to the
+// front whenever it is charged, and one whose charges are all refunded
+// moves to the back, so that when the map is full, clients that merely
+// passed through are forgotten before any that failed, and among those
+// the one whose last failure is oldest goes first.
 type memoryStore struct {
 	mu      sync.Mutex
 	max     int
 	entries map[string]*list.Element // of *memoryEntry
-	lru     list.List                // most recent failure at the front
+	lru     list.List                // most recent charge at the front
 }
 
 type memoryEntry struct {
@@ -289,33 +322,43 @@ func newMemoryStore(max int) *memoryStore {
 	return &memoryStore{max: max, entries: make(map[string]*list.Element)}
 }
 
-func (s *memoryStore) Drained(_ context.Context, client string) (time.Time, error) {
+func (s *memoryStore) Reserve(_ context.Context, client string, now time.Time, cost, window time.Duration) (time.Time, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[client]; ok {
-		return e.Value.(*memoryEntry).drained, nil
+	e, ok := s.entries[client]
+	if !ok {
+		if len(s.entries) >= s.max {
+			oldest := s.lru.Back()
+			s.lru.Remove(oldest)
+			delete(s.entries, oldest.Value.(*memoryEntry).client)
+		}
+		e = s.lru.PushFront(&memoryEntry{client: client})
+		s.entries[client] = e
 	}
-	return time.Time{}, nil
+	me := e.Value.(*memoryEntry)
+	if me.drained.After(now.Add(window - cost)) {
+		return me.drained, false, nil
+	}
+	if me.drained.Before(now) {
+		me.drained = now
+	}
+	me.drained = me.drained.Add(cost)
+	s.lru.MoveToFront(e)
+	return me.drained, true, nil
 }
 
-func (s *memoryStore) Fail(_ context.Context, client string, now time.Time, cost time.Duration) error {
+func (s *memoryStore) Refund(_ context.Context, client string, now time.Time, cost time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[client]; ok {
-		me := e.Value.(*memoryEntry)
-		if me.drained.Before(now) {
-			me.drained = now
-		}
-		me.drained = me.drained.Add(cost)
-		s.lru.MoveToFront(e)
-		return nil
+	e, ok := s.entries[client]
+	if !ok {
+		return nil // forgotten meanwhile, and its charge with it
 	}
-	if len(s.entries) >= s.max {
-		oldest := s.lru.Back()
-		s.lru.Remove(oldest)
-		delete(s.entries, oldest.Value.(*memoryEntry).client)
+	me := e.Value.(*memoryEntry)
+	me.drained = me.drained.Add(-cost)
+	if !me.drained.After(now) {
+		s.lru.MoveToBack(e)
 	}
-	s.entries[client] = s.lru.PushFront(&memoryEntry{client: client, drained: now.Add(cost)})
 	return nil
 }
 
@@ -326,9 +369,10 @@ func (s *memoryStore) len() int {
 	return len(s.entries)
 }
 
-// checkThrottle refuses r, before its credentials are looked at, if its
-// client has no attempt left. It reports whether r was refused.
-func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision, bool) {
+// checkThrottle takes one of the client's attempts for r, before r's
+// credentials are looked at, and refuses r if none is left or the store
+// failed. It reports whether r was refused.
+func (m *Middleware) checkThrottle(r *http.Request, client string) (decision, bool) {
 	if m.throttle == nil {
 		return decision{}, false
 	}
@@ -336,7 +380,7 @@ func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision
 	if _, ok := r.Header[PluginTokenHeader]; ok {
 		d.method = MethodPlugin
 	}
-	wait, err := m.throttle.wait(r.Context(), m.throttle.key(client, r.RemoteAddr), m.now())
+	wait, err := m.throttle.reserve(r.Context(), client, m.now())
 	switch {
 	case err != nil:
 		d.err = &RetryError{Err: fmt.Errorf("%w: throttle store: %w", ErrUnavailable, err), After: m.retryAfter}
@@ -350,12 +394,15 @@ func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision
 	return d, true
 }
 
-// recordFailure counts a failed decision against its client.
-func (m *Middleware) recordFailure(r *http.Request, client netip.Addr, d *decision) {
-	if m.throttle == nil || !isFailure(d.err) {
+// settleThrottle gives back the attempt that checkThrottle took for r,
+// unless r failed. If the store cannot take the charge back, the attempt
+// counts as a failure, and that is logged.
+func (m *Middleware) settleThrottle(r *http.Request, client string, d *decision) {
+	if m.throttle == nil || isFailure(d.err) {
 		return
 	}
-	if err := m.throttle.fail(r.Context(), m.throttle.key(client, r.RemoteAddr), m.now()); err != nil {
-		d.reason += "; throttle store failed: " + redactedError(err)
+	if err := m.throttle.refund(r.Context(), client, m.now()); err != nil && m.logger != nil {
+		m.logger.LogAttrs(r.Context(), slog.LevelWarn, "wsauth: throttle store failed to give back an attempt; it counts as a failure",
+			slog.String("client", client), slog.String("reason", redactedError(err)))
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -245,11 +247,11 @@ type failingStore struct{}
 
 var errStoreDown = errors.New("store unreachable")
 
-func (failingStore) Drained(context.Context, string) (time.Time, error) {
-	return time.Time{}, errStoreDown
+func (failingStore) Reserve(context.Context, string, time.Time, time.Duration, time.Duration) (time.Time, bool, error) {
+	return time.Time{}, false, errStoreDown
 }
 
-func (failingStore) Fail(context.Context, string, time.Time, time.Duration) error {
+func (failingStore) Refund(context.Context, string, time.Time, time.Duration) error {
 	return errStoreDown
 }
 
@@ -267,12 +269,17 @@ func TestThrottleStoreFailsClosed(t *testing.T) {
 // store plugged in through ThrottleOptions.Store would be used.
 type countingStore struct {
 	*memoryStore
-	fails atomic.Int64
+	reserves, refunds atomic.Int64
 }
 
-func (s *countingStore) Fail(ctx context.Context, client string, now time.Time, cost time.Duration) error {
-	s.fails.Add(1)
-	return s.memoryStore.Fail(ctx, client, now, cost)
+func (s *countingStore) Reserve(ctx context.Context, client string, now time.Time, cost, window time.Duration) (time.Time, bool, error) {
+	s.reserves.Add(1)
+	return s.memoryStore.Reserve(ctx, client, now, cost, window)
+}
+
+func (s *countingStore) Refund(ctx context.Context, client string, now time.Time, cost time.Duration) error {
+	s.refunds.Add(1)
+	return s.memoryStore.Refund(ctx, client, now, cost)
 }
 
 func TestThrottleStoreIsPluggable(t *testing.T) {
@@ -289,7 +296,15 @@ func TestThrottleStoreIsPluggable(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidCredentials)
 	_, err = a.Authenticate(newRequest(PluginTokenHeader, testKey))
 	assert.ErrorIs(t, err, ErrThrottled)
-	assert.EqualValues(t, 2, store.fails.Load())
+	assert.EqualValues(t, 3, store.reserves.Load(), "every request takes an attempt")
+	assert.Zero(t, store.refunds.Load(), "failed and throttled requests give none back")
+
+	// A request that does not fail gives its attempt back.
+	r := newRequest(PluginTokenHeader, testKey)
+	r.RemoteAddr = "192.0.2.99:1"
+	_, err = b.Authenticate(r)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, store.refunds.Load())
 }
 
 func TestThrottleDisabled(t *testing.T) {
@@ -332,43 +347,115 @@ const storeSecret = "store-access-token-that-must-not-leak"
 // URL it asked, credential included. Each method fails if told to.
 type urlErrorStore struct {
 	*memoryStore
-	failDrained, failFail bool
+	failReserve, failRefund bool
 }
 
 func (s *urlErrorStore) err() error {
 	return &url.Error{Op: "Get", URL: "https://store.internal/throttle?access_token=" + storeSecret, Err: errors.New("connection refused")}
 }
 
-func (s *urlErrorStore) Drained(ctx context.Context, client string) (time.Time, error) {
-	if s.failDrained {
-		return time.Time{}, s.err()
+func (s *urlErrorStore) Reserve(ctx context.Context, client string, now time.Time, cost, window time.Duration) (time.Time, bool, error) {
+	if s.failReserve {
+		return time.Time{}, false, s.err()
 	}
-	return s.memoryStore.Drained(ctx, client)
+	return s.memoryStore.Reserve(ctx, client, now, cost, window)
 }
 
-func (s *urlErrorStore) Fail(ctx context.Context, client string, now time.Time, cost time.Duration) error {
-	if s.failFail {
+func (s *urlErrorStore) Refund(ctx context.Context, client string, now time.Time, cost time.Duration) error {
+	if s.failRefund {
 		return s.err()
 	}
-	return s.memoryStore.Fail(ctx, client, now, cost)
+	return s.memoryStore.Refund(ctx, client, now, cost)
 }
 
 // TestThrottleStoreErrorsAreRedactedInTheLog: the text of a store's error
 // is logged without the query of a URL it quotes.
 func TestThrottleStoreErrorsAreRedactedInTheLog(t *testing.T) {
 	for name, store := range map[string]*urlErrorStore{
-		"checking a client":   {memoryStore: newMemoryStore(10), failDrained: true},
-		"recording a failure": {memoryStore: newMemoryStore(10), failFail: true},
+		"taking an attempt":      {memoryStore: newMemoryStore(10), failReserve: true},
+		"giving an attempt back": {memoryStore: newMemoryStore(10), failRefund: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			logger, own := newTeeLogger()
 			m, err := New(Options{PluginKeys: mustKeys(t), Throttle: ThrottleOptions{Store: store}, Logger: logger})
 			require.NoError(t, err)
-			_, _ = m.Authenticate(newRequest(PluginTokenHeader, "wrong"))
+			_, _ = m.Authenticate(newRequest(PluginTokenHeader, testKey))
 			log := own.String()
 			assert.Contains(t, log, "throttle store failed")
 			assert.Contains(t, log, "store.internal/throttle")
 			assert.NotContains(t, log, storeSecret)
 		})
 	}
+}
+
+// TestThrottleHoldsAgainstConcurrentFailures: a client that sends many
+// requests with forged credentials at once, so that none has failed yet
+// when the others are checked, still reaches the session validator at most
+// MaxFailures times, and is never told to wait longer than the window.
+func TestThrottleHoldsAgainstConcurrentFailures(t *testing.T) {
+	const n, maxFailures, window = 500, 10, time.Minute
+	var calls, throttled atomic.Int64
+	release := make(chan struct{})
+	v := SessionValidatorFunc(func(ctx context.Context, r *http.Request) (*Identity, error) {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, ErrInvalidCredentials
+	})
+	m, err := New(Options{Sessions: v, ValidatorTimeout: time.Minute, Logger: auditLogger,
+		Throttle: ThrottleOptions{MaxFailures: maxFailures, Window: window}})
+	require.NoError(t, err)
+	m.now = newFakeClock().Now // frozen: no attempt comes back meanwhile
+
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, err := m.Authenticate(newRequest("Cookie", testCookie+"=forged-"+strconv.Itoa(i)))
+			if errors.Is(err, ErrThrottled) {
+				throttled.Add(1)
+			}
+			errs <- err
+		})
+	}
+	// Every request is either waiting in the validator or refused.
+	require.Eventually(t, func() bool { return calls.Load()+throttled.Load() == n }, 30*time.Second, time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(errs)
+
+	assert.LessOrEqual(t, calls.Load(), int64(maxFailures), "session validator calls")
+	for err := range errs {
+		if after, ok := RetryAfter(err); ok {
+			assert.LessOrEqual(t, after, window, "Retry-After of a refused request")
+		}
+	}
+	_, err = m.Authenticate(newRequest("Cookie", testCookie+"=forged-again"))
+	require.ErrorIs(t, err, ErrThrottled)
+	after, _ := RetryAfter(err)
+	assert.LessOrEqual(t, after, window, "Retry-After once the burst is over")
+	assert.LessOrEqual(t, calls.Load(), int64(maxFailures))
+}
+
+// TestThrottleForgetsPassersByFirst: when the store is full, addresses
+// that only passed through are forgotten before one that is throttled.
+func TestThrottleForgetsPassersByFirst(t *testing.T) {
+	m, err := New(Options{PluginKeys: mustKeys(t), Throttle: ThrottleOptions{MaxClients: 10, MaxFailures: 2}})
+	require.NoError(t, err)
+	guess := newRequest(PluginTokenHeader, "wrong")
+	for range 2 {
+		_, err := m.Authenticate(guess)
+		require.ErrorIs(t, err, ErrInvalidCredentials)
+	}
+	for i := range 100 {
+		r := newRequest(PluginTokenHeader, testKey)
+		r.RemoteAddr = fmt.Sprintf("198.51.100.%d:1", i)
+		_, err := m.Authenticate(r)
+		require.NoError(t, err)
+	}
+	assert.LessOrEqual(t, m.throttle.store.(*memoryStore).len(), 10)
+	_, err = m.Authenticate(guess)
+	assert.ErrorIs(t, err, ErrThrottled, "the guesser was forgotten to make room for clients that never failed")
 }
