@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -182,24 +183,14 @@ func NewBetterAuth(opts BetterAuthOptions) (SessionValidator, error) {
 func (b *betterAuth) ValidateSession(ctx context.Context, r *http.Request) (*Identity, error) {
 	var cookies []string
 	forged := false
-	for _, name := range b.cookieNames {
-		for _, c := range r.CookiesNamed(name) {
-			if c.Value == "" {
-				continue
-			}
-			if b.secrets != nil && !b.signatureValid(c.Value) {
-				forged = true
-				continue
-			}
-			cookies = append(cookies, c.Name+"="+c.Value)
+	b.eachSessionCookie(r, func(name, value string) {
+		if b.secrets != nil && !b.signatureValid(value) {
+			forged = true
+			return
 		}
-	}
-	bearer := ""
-	if auth := r.Header.Values("Authorization"); len(auth) == 1 {
-		if scheme, token, ok := strings.Cut(auth[0], " "); ok && strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(token) != "" {
-			bearer = auth[0]
-		}
-	}
+		cookies = append(cookies, name+"="+value)
+	})
+	bearer := bearerOf(r)
 	switch {
 	case len(cookies) > 0 || bearer != "":
 	case forged:
@@ -250,6 +241,72 @@ func (b *betterAuth) ValidateSession(ctx context.Context, r *http.Request) (*Ide
 		return nil, fmt.Errorf("%w: Better Auth get-session answered more than %d bytes", ErrUnavailable, b.maxBody)
 	}
 	return parseGetSession(body, time.Now())
+}
+
+// eachSessionCookie calls f with the name and value of each of r's session
+// cookies that has a value, in the order they were sent. It reads the
+// Cookie header as net/http's Request.CookiesNamed does (parts separated
+// by ';', spaces around them trimmed, a value in double quotes unquoted,
+// a value with a byte a cookie may not carry skipped), but allocates
+// nothing, so that the session cache can key a request by it on every
+// handshake.
+func (b *betterAuth) eachSessionCookie(r *http.Request, f func(name, value string)) {
+	for _, line := range r.Header["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			name, value, _ := strings.Cut(textproto.TrimString(part), "=")
+			name = textproto.TrimString(name)
+			if name != b.cookieNames[0] && name != b.cookieNames[1] {
+				continue
+			}
+			if value, ok := cookieValue(value); ok && value != "" {
+				f(name, value)
+			}
+		}
+	}
+}
+
+// cookieValue unquotes a cookie's value and reports whether it is one that
+// net/http accepts.
+func cookieValue(v string) (string, bool) {
+	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' {
+			return "", false
+		}
+	}
+	return v, true
+}
+
+// bearerOf returns r's Authorization header if it is the only one and
+// carries a bearer token (Better Auth's bearer plugin), and "" otherwise.
+func bearerOf(r *http.Request) string {
+	auth := r.Header["Authorization"]
+	if len(auth) != 1 {
+		return ""
+	}
+	if scheme, token, ok := strings.Cut(auth[0], " "); ok && strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(token) != "" {
+		return auth[0]
+	}
+	return ""
+}
+
+// appendCredential implements credentialReader: the credential is what
+// ValidateSession reads of r, its session cookies and its bearer token.
+// Other cookies are not part of it, so that a user whose other cookies
+// change still hits the session cache.
+func (b *betterAuth) appendCredential(buf []byte, r *http.Request) ([]byte, bool) {
+	ok := false
+	b.eachSessionCookie(r, func(name, value string) {
+		buf, ok = appendCredentialPart(buf, 'c', name, "=", value), true
+	})
+	if bearer := bearerOf(r); bearer != "" {
+		buf, ok = appendCredentialPart(buf, 'b', bearer), true
+	}
+	return buf, ok
 }
 
 // getSessionAnswer is the part of get-session's answer that is used. The

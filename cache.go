@@ -28,14 +28,19 @@ type SessionCacheOptions struct {
 	// outlives the session's own Expires. Default: [DefaultCacheTTL].
 	TTL time.Duration
 
-	// NegativeTTL is how long a refused credential (no session, or a
-	// forged, revoked or expired one) is remembered, so that a client
-	// retrying a bad cookie does not reach the auth service every time.
-	// Default: [DefaultCacheNegativeTTL].
+	// NegativeTTL is how long a refused credential (a forged, revoked or
+	// expired session) is remembered, so that a client retrying a bad
+	// cookie does not reach the auth service every time. A request that
+	// carries no session at all ([ErrNoCredentials]) is never
+	// remembered. Default: [DefaultCacheNegativeTTL].
 	NegativeTTL time.Duration
 
 	// MaxEntries bounds the number of remembered credentials. When it is
-	// reached, expired entries are dropped first, then arbitrary ones.
+	// reached, expired entries are dropped first, then refused
+	// credentials; a valid session makes room by dropping another only
+	// when no refused one is left, and a refused credential is not
+	// remembered rather than push out a valid session. So a flood of
+	// forged cookies cannot evict the sessions of signed-in users.
 	// Default: [DefaultCacheMaxEntries].
 	MaxEntries int
 
@@ -45,21 +50,76 @@ type SessionCacheOptions struct {
 	// to the validator uncached. A validator that reads anything else
 	// (another header, the client's address) must not be cached, or must
 	// have those headers listed here, or two clients could share an
-	// answer. Default: Cookie and Authorization.
+	// answer. Default: for the validator of [NewBetterAuth], exactly what
+	// it reads, its session cookies and the Authorization header, so
+	// that other cookies do not change the key; for any other validator,
+	// the whole Cookie and Authorization headers.
 	CredentialHeaders []string
 }
 
 // defaultCredentialHeaders are the headers that carry a session: a cookie,
 // or a bearer token.
-var defaultCredentialHeaders = []string{"Cookie", "Authorization"}
+var defaultCredentialHeaders = headerCredential{"Cookie", "Authorization"}
+
+// credentialReader says which parts of a request make up the credential
+// that a session validator checks: two requests whose parts are the same
+// must get the same answer. The session cache keys its entries by them.
+type credentialReader interface {
+	// appendCredential appends r's credential to b, in a form in which
+	// two different credentials never give the same bytes, and reports
+	// whether r carries any.
+	appendCredential(b []byte, r *http.Request) ([]byte, bool)
+}
+
+// credentialReaderOf returns what says which parts of a request v reads:
+// v itself if it knows, a cache's reader, or the default headers.
+func credentialReaderOf(v SessionValidator) credentialReader {
+	switch v := v.(type) {
+	case *sessionCache:
+		return v.keyedBy
+	case credentialReader:
+		return v
+	}
+	return defaultCredentialHeaders
+}
 
 // credentialHeaders returns the headers that carry the credential v
 // checks: those of a cache's CredentialHeaders, or the default ones.
 func credentialHeaders(v SessionValidator) []string {
-	if c, ok := v.(*sessionCache); ok {
-		return c.headers
+	if h, ok := credentialReaderOf(v).(headerCredential); ok {
+		return h
 	}
 	return defaultCredentialHeaders
+}
+
+// headerCredential is a credential made of whole header values: the
+// values of each header, by canonical name.
+type headerCredential []string
+
+func (h headerCredential) appendCredential(b []byte, r *http.Request) ([]byte, bool) {
+	ok := false
+	for i, name := range h {
+		for _, v := range r.Header[name] {
+			// The header's index first, so that no two different sets
+			// of values give the same bytes.
+			b, ok = appendCredentialPart(b, byte(i), v), true
+		}
+	}
+	return b, ok
+}
+
+// appendCredentialPart appends one part of a credential to b: a tag that
+// says what the part is, its length, and the part.
+func appendCredentialPart(b []byte, tag byte, parts ...string) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	b = append(b, tag, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
 }
 
 // sessionCache is the validator returned by NewSessionCache.
@@ -68,13 +128,14 @@ type sessionCache struct {
 	ttl     time.Duration
 	negTTL  time.Duration
 	max     int
-	headers []string // canonical header keys
+	keyedBy credentialReader
 	macs    sync.Pool
 	flight  singleflight.Group
 	now     func() time.Time
 
 	mu        sync.Mutex
-	entries   map[cacheKey]cacheEntry
+	entries   map[cacheKey]cacheEntry // valid sessions
+	refused   map[cacheKey]cacheEntry // refused credentials
 	nextSweep time.Time
 }
 
@@ -85,7 +146,7 @@ type cacheKey [sha256.Size]byte
 
 type cacheEntry struct {
 	id    Identity // valid if err is nil
-	err   error    // wraps ErrInvalidCredentials or ErrNoCredentials
+	err   error    // wraps ErrInvalidCredentials
 	until time.Time
 }
 
@@ -101,15 +162,16 @@ type macState struct {
 // once per credential and TTL rather than once per handshake:
 //
 //   - a valid session is remembered for TTL, but never past its Expires;
-//   - a refused credential ([ErrInvalidCredentials], [ErrNoCredentials]) is
-//     remembered for NegativeTTL;
-//   - "could not decide" (any other error, a panic, a broken contract) is
-//     never remembered: the next request asks again;
+//   - a refused credential ([ErrInvalidCredentials]) is remembered for
+//     NegativeTTL, and never at the expense of a valid session;
+//   - "no session" ([ErrNoCredentials]) and "could not decide" (any other
+//     error, a panic, a broken contract) are never remembered: the next
+//     request asks again;
 //   - concurrent checks of the same credential share one call of v
 //     (singleflight); a caller whose context ends first stops waiting
 //     without cancelling the call for the others;
-//   - entries are keyed by an HMAC of the credential headers, and their
-//     number is bounded by MaxEntries.
+//   - entries are keyed by an HMAC of the request's credential (see
+//     CredentialHeaders), and their number is bounded by MaxEntries.
 //
 // Each caller gets its own copy of the identity. A cache hit neither
 // allocates beyond that copy nor sets up the middleware's deadline. The
@@ -131,6 +193,7 @@ func NewSessionCache(v SessionValidator, opts SessionCacheOptions) (SessionValid
 		max:     opts.MaxEntries,
 		now:     monotonicClock(),
 		entries: make(map[cacheKey]cacheEntry),
+		refused: make(map[cacheKey]cacheEntry),
 	}
 	if c.ttl == 0 {
 		c.ttl = DefaultCacheTTL
@@ -141,12 +204,14 @@ func NewSessionCache(v SessionValidator, opts SessionCacheOptions) (SessionValid
 	if c.max == 0 {
 		c.max = DefaultCacheMaxEntries
 	}
-	headers := opts.CredentialHeaders
-	if len(headers) == 0 {
-		headers = defaultCredentialHeaders
-	}
-	for _, h := range headers {
-		c.headers = append(c.headers, http.CanonicalHeaderKey(h))
+	if len(opts.CredentialHeaders) > 0 {
+		h := make(headerCredential, len(opts.CredentialHeaders))
+		for i, name := range opts.CredentialHeaders {
+			h[i] = http.CanonicalHeaderKey(name)
+		}
+		c.keyedBy = h
+	} else {
+		c.keyedBy = credentialReaderOf(v)
 	}
 	var macKey [32]byte
 	if _, err := rand.Read(macKey[:]); err != nil {
@@ -222,8 +287,10 @@ func (c *sessionCache) fill(ctx context.Context, r *http.Request, k cacheKey) (i
 			until = id.Expires
 		}
 		c.put(k, cacheEntry{id: *id, until: until})
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrInternal):
-	case errors.Is(err, ErrInvalidCredentials), errors.Is(err, ErrNoCredentials):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrInternal), errors.Is(err, ErrNoCredentials):
+		// Remembering "no session" would let anyone fill the cache
+		// with junk for free: the answer costs the validator nothing.
+	case errors.Is(err, ErrInvalidCredentials):
 		c.put(k, cacheEntry{err: err, until: now.Add(c.negTTL)})
 	}
 	return id, err
@@ -233,8 +300,12 @@ func (c *sessionCache) get(k cacheKey) (hit bool, id *Identity, err error) {
 	now := c.now()
 	c.mu.Lock()
 	e, ok := c.entries[k]
+	if !ok {
+		e, ok = c.refused[k]
+	}
 	if ok && !now.Before(e.until) {
 		delete(c.entries, k)
+		delete(c.refused, k)
 		ok = false
 	}
 	c.mu.Unlock()
@@ -249,44 +320,51 @@ func (c *sessionCache) get(k cacheKey) (hit bool, id *Identity, err error) {
 	}
 }
 
+// put remembers an answer. When the cache is full, expired entries go
+// first, then refused credentials; a refused credential never pushes out a
+// valid session, and is not remembered if it would have to.
 func (c *sessionCache) put(k cacheKey, e cacheEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
+	delete(c.entries, k)
+	delete(c.refused, k)
+	if len(c.entries)+len(c.refused) >= c.max {
 		now := c.now()
 		if !now.Before(c.nextSweep) {
-			for k, e := range c.entries {
-				if !now.Before(e.until) {
-					delete(c.entries, k)
+			for _, m := range []map[cacheKey]cacheEntry{c.entries, c.refused} {
+				for k, e := range m {
+					if !now.Before(e.until) {
+						delete(m, k)
+					}
 				}
 			}
 			c.nextSweep = now.Add(min(c.ttl, c.negTTL))
 		}
-		for k := range c.entries {
-			if len(c.entries) < c.max {
+		victims := c.refused
+		if len(victims) == 0 && e.err == nil {
+			victims = c.entries
+		}
+		for k := range victims {
+			if len(c.entries)+len(c.refused) < c.max {
 				break
 			}
-			delete(c.entries, k) // map order is random: an arbitrary entry
+			delete(victims, k) // map order is random: an arbitrary entry
+		}
+		if len(c.entries)+len(c.refused) >= c.max {
+			return // a refused credential, and only valid sessions left
 		}
 	}
-	c.entries[k] = e
+	if e.err != nil {
+		c.refused[k] = e
+	} else {
+		c.entries[k] = e
+	}
 }
 
-// key returns the HMAC of r's credential headers, and false if r carries
-// none of them.
+// key returns the HMAC of r's credential, and false if r carries none.
 func (c *sessionCache) key(r *http.Request) (k cacheKey, ok bool) {
 	m := c.macs.Get().(*macState)
-	m.buf = m.buf[:0]
-	for i, name := range c.headers {
-		for _, v := range r.Header[name] {
-			ok = true
-			// Header index and length first, so that no two different
-			// sets of values give the same bytes.
-			n := len(v)
-			m.buf = append(m.buf, byte(i), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-			m.buf = append(m.buf, v...)
-		}
-	}
+	m.buf, ok = c.keyedBy.appendCredential(m.buf[:0], r)
 	if ok {
 		m.h.Reset()
 		m.h.Write(m.buf)

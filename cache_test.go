@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,9 +109,6 @@ func TestCacheLifetimes(t *testing.T) {
 		{"forged session is remembered for the negative TTL", func(time.Time) func() (*Identity, error) {
 			return func() (*Identity, error) { return nil, ErrInvalidCredentials }
 		}, 3 * time.Second, ErrInvalidCredentials},
-		{"no session is remembered for the negative TTL", func(time.Time) func() (*Identity, error) {
-			return func() (*Identity, error) { return nil, ErrNoCredentials }
-		}, 3 * time.Second, ErrNoCredentials},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -165,9 +163,32 @@ func TestCacheNeverRemembersCouldNotDecide(t *testing.T) {
 				}
 			}
 			assert.EqualValues(t, 3, inner.calls.Load())
-			assert.Empty(t, c.entries)
+			assert.Zero(t, c.size())
 		})
 	}
+}
+
+// size returns the number of remembered answers, for tests.
+func (c *sessionCache) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries) + len(c.refused)
+}
+
+// TestCacheNeverRemembersNoSession: "no session" costs the validator
+// nothing to say and anyone can ask it with any junk cookie, so it is
+// never remembered.
+func TestCacheNeverRemembersNoSession(t *testing.T) {
+	inner := newCountingValidator()
+	c, _ := newTestCache(t, inner, SessionCacheOptions{})
+	for range 3 {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Cookie", "theme=dark")
+		_, err := c.ValidateSession(context.Background(), r)
+		require.ErrorIs(t, err, ErrNoCredentials)
+	}
+	assert.EqualValues(t, 3, inner.calls.Load())
+	assert.Zero(t, c.size())
 }
 
 func TestCacheKeys(t *testing.T) {
@@ -257,12 +278,49 @@ func TestCacheIsBounded(t *testing.T) {
 	for i := range 1000 {
 		_, err := c.ValidateSession(context.Background(), cookieRequest("forged-"+strconv.Itoa(i)))
 		require.ErrorIs(t, err, ErrInvalidCredentials)
-		assert.LessOrEqual(t, len(c.entries), 100)
+		assert.LessOrEqual(t, c.size(), 100)
 	}
 	// Once they have expired, entries make room before live ones go.
 	clock.Advance(time.Hour)
 	_, _ = c.ValidateSession(context.Background(), cookieRequest("new"))
-	assert.Len(t, c.entries, 1)
+	assert.Equal(t, 1, c.size())
+}
+
+// TestCacheFloodKeepsSessions: a flood of junk cookies and of forged
+// sessions, each one new, does not push the sessions of signed-in users
+// out of a full cache.
+func TestCacheFloodKeepsSessions(t *testing.T) {
+	const max, users = 100, 60
+	inner := newCountingValidator()
+	c, _ := newTestCache(t, inner, SessionCacheOptions{MaxEntries: max, TTL: time.Hour, NegativeTTL: time.Hour})
+	for i := range users {
+		inner.set("user-"+strconv.Itoa(i), userUntil("u"+strconv.Itoa(i), time.Time{}))
+		_, err := c.ValidateSession(context.Background(), cookieRequest("user-"+strconv.Itoa(i)))
+		require.NoError(t, err)
+	}
+	for i := range 5000 {
+		junk := httptest.NewRequest(http.MethodGet, "/", nil)
+		junk.Header.Set("Cookie", "junk="+strconv.Itoa(i))
+		_, err := c.ValidateSession(context.Background(), junk)
+		require.ErrorIs(t, err, ErrNoCredentials)
+		_, err = c.ValidateSession(context.Background(), cookieRequest("forged-"+strconv.Itoa(i)))
+		require.ErrorIs(t, err, ErrInvalidCredentials)
+		require.LessOrEqual(t, c.size(), max)
+	}
+	before := inner.calls.Load()
+	for i := range users {
+		_, err := c.ValidateSession(context.Background(), cookieRequest("user-"+strconv.Itoa(i)))
+		require.NoError(t, err)
+	}
+	assert.Equal(t, before, inner.calls.Load(), "sessions of signed-in users were pushed out")
+
+	// A new session still finds room, at the expense of a forged one.
+	inner.set("late", userUntil("late", time.Time{}))
+	_, err := c.ValidateSession(context.Background(), cookieRequest("late"))
+	require.NoError(t, err)
+	_, err = c.ValidateSession(context.Background(), cookieRequest("late"))
+	require.NoError(t, err)
+	assert.Equal(t, before+1, inner.calls.Load())
 }
 
 func TestCacheRevalidationBypassesAndRefreshes(t *testing.T) {
@@ -443,4 +501,114 @@ func BenchmarkAuthenticateCacheHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCacheKeysBetterAuthByItsSession: in front of the Better Auth
+// validator, the cache key is the session cookie and the bearer token, so
+// that a user whose other cookies change still hits the cache.
+func TestCacheKeysBetterAuthByItsSession(t *testing.T) {
+	f := newFakeBetterAuth(t)
+	c, _ := newTestCache(t, newBetterAuthFor(t, f, BetterAuthOptions{}), SessionCacheOptions{})
+	ask := func(header http.Header) {
+		t.Helper()
+		_, err := c.ValidateSession(context.Background(), requestWith(header))
+		require.NoError(t, err)
+	}
+	for _, cookie := range []string{
+		"theme=dark; " + baCookie + "=good-alice.sig",
+		"theme=light; " + baCookie + "=good-alice.sig; _ga=GA1.2.3",
+		baCookie + "=good-alice.sig",
+		"a=1;" + baCookie + `="good-alice.sig"` + " ;b=2",
+	} {
+		ask(hdr("Cookie", cookie))
+	}
+	assert.EqualValues(t, 1, f.calls.Load(), "upstream calls for one session under changing other cookies")
+
+	ask(hdr("Cookie", baCookie+"=good-bob.sig"))
+	assert.EqualValues(t, 2, f.calls.Load(), "another session is another key")
+	ask(hdr("Cookie", baCookie+"=good-alice.sig", "Authorization", "Bearer good-alice.sig"))
+	assert.EqualValues(t, 3, f.calls.Load(), "a bearer token is part of the key")
+	ask(hdr("Cookie", "__Secure-"+baCookie+"=good-alice.sig"))
+	assert.EqualValues(t, 4, f.calls.Load(), "the cookie's name is part of the key")
+}
+
+// TestBetterAuthCredentialIsWhatItForwards: the credential the cache keys
+// a request by holds everything the Better Auth validator forwards, and
+// the session cookies it forwards are those net/http finds.
+func TestBetterAuthCredentialIsWhatItForwards(t *testing.T) {
+	f := newFakeBetterAuth(t)
+	ba := newBetterAuthFor(t, f, BetterAuthOptions{})
+	reader := ba.(credentialReader)
+	headers := []http.Header{
+		hdr("Cookie", baCookie+"=good-a.sig"),
+		hdr("Cookie", baCookie+`="good-a.sig"`),
+		hdr("Cookie", baCookie+" = good-a.sig"),
+		hdr("Cookie", "\t"+baCookie+"=good-a.sig;"),
+		hdr("Cookie", baCookie+"=good-a.sig; "+baCookie+"=good-b.sig"),
+		hdr("Cookie", baCookie+"=good-b.sig; "+baCookie+"=good-a.sig"),
+		hdr("Cookie", baCookie+"=good-a.sig", "Cookie", "__Secure-"+baCookie+"=good-b.sig"),
+		hdr("Cookie", "__Secure-"+baCookie+"=good-a.sig"),
+		hdr("Cookie", baCookie+`=good-a.sig\`),
+		hdr("Cookie", baCookie+`=good-a"x.sig`),
+		hdr("Cookie", baCookie+"="),
+		hdr("Cookie", "x"+baCookie+"=good-a.sig"),
+		hdr("Cookie", baCookie+"=good-a.sig;theme=dark"),
+		hdr("Cookie", baCookie+"=good-a.sig", "Authorization", "Bearer good-a.sig"),
+		hdr("Cookie", baCookie+"=good-a.sig", "Authorization", "Bearer good-a.sig", "Authorization", "Bearer good-b.sig"),
+		hdr("Authorization", "Bearer good-a.sig"),
+		hdr("Authorization", "bearer good-a.sig"),
+		hdr("Authorization", "Basic Z29vZC1hOnNpZw=="),
+	}
+	type seenUpstream struct {
+		called         bool
+		cookie, bearer string
+	}
+	keys := make([]string, len(headers))
+	upstream := make([]seenUpstream, len(headers))
+	for i, h := range headers {
+		r := requestWith(h)
+		k, ok := reader.appendCredential(nil, r)
+		if ok {
+			keys[i] = string(k)
+		}
+		before := f.calls.Load()
+		_, _ = ba.ValidateSession(context.Background(), r)
+		if f.calls.Load() > before {
+			up := f.lastRequest()
+			upstream[i] = seenUpstream{true, up.Header.Get("Cookie"), up.Header.Get("Authorization")}
+		}
+		assert.Equal(t, ok, upstream[i].called, "%v: a credential, and a call upstream, go together", h)
+
+		var want []string
+		for _, name := range []string{baCookie, "__Secure-" + baCookie} {
+			for _, c := range r.CookiesNamed(name) {
+				if c.Value != "" {
+					want = append(want, c.Name+"="+c.Value)
+				}
+			}
+		}
+		var got []string
+		if upstream[i].cookie != "" {
+			got = strings.Split(upstream[i].cookie, "; ")
+		}
+		assert.ElementsMatch(t, want, got, "%v: forwarded session cookies", h)
+	}
+	for i := range headers {
+		for j := range headers {
+			if keys[i] != "" && keys[i] == keys[j] {
+				assert.Equal(t, upstream[i], upstream[j], "%v and %v share a key but not what is forwarded", headers[i], headers[j])
+			}
+		}
+	}
+}
+
+func TestCacheKeyOfBetterAuthAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes escape analysis and so the allocation count")
+	}
+	f := newFakeBetterAuth(t)
+	c, _ := newTestCache(t, newBetterAuthFor(t, f, BetterAuthOptions{}), SessionCacheOptions{})
+	r := requestWith(hdr("Cookie", "theme=dark; "+baCookie+"=good-alice.sig; _ga=1", "Authorization", "Bearer good-alice.sig"))
+	mustKey(t, c, r)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { mustKey(t, c, r) }))
 }
