@@ -309,6 +309,23 @@ func (b *betterAuth) appendCredential(buf []byte, r *http.Request) ([]byte, bool
 	return buf, ok
 }
 
+// credentialHeader implements credentialReader: a header that carries r's
+// session cookies and bearer token, and no other cookie.
+func (b *betterAuth) credentialHeader(r *http.Request) http.Header {
+	h := make(http.Header, 2)
+	var cookies []string
+	b.eachSessionCookie(r, func(name, value string) {
+		cookies = append(cookies, name+"="+value)
+	})
+	if len(cookies) > 0 {
+		h["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	if bearer := bearerOf(r); bearer != "" {
+		h["Authorization"] = []string{strings.Clone(bearer)}
+	}
+	return h
+}
+
 // getSessionAnswer is the part of get-session's answer that is used. The
 // session token in it is deliberately not decoded.
 type getSessionAnswer struct {

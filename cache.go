@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,12 +64,17 @@ var defaultCredentialHeaders = headerCredential{"Cookie", "Authorization"}
 
 // credentialReader says which parts of a request make up the credential
 // that a session validator checks: two requests whose parts are the same
-// must get the same answer. The session cache keys its entries by them.
+// must get the same answer. The session cache keys its entries by them,
+// and a live connection keeps them, and nothing else of its request, for
+// its revalidations.
 type credentialReader interface {
 	// appendCredential appends r's credential to b, in a form in which
 	// two different credentials never give the same bytes, and reports
 	// whether r carries any.
 	appendCredential(b []byte, r *http.Request) ([]byte, bool)
+	// credentialHeader returns a new header that carries r's credential
+	// and nothing else, sharing no memory with r.
+	credentialHeader(r *http.Request) http.Header
 }
 
 // credentialReaderOf returns what says which parts of a request v reads:
@@ -79,15 +85,6 @@ func credentialReaderOf(v SessionValidator) credentialReader {
 		return v.keyedBy
 	case credentialReader:
 		return v
-	}
-	return defaultCredentialHeaders
-}
-
-// credentialHeaders returns the headers that carry the credential v
-// checks: those of a cache's CredentialHeaders, or the default ones.
-func credentialHeaders(v SessionValidator) []string {
-	if h, ok := credentialReaderOf(v).(headerCredential); ok {
-		return h
 	}
 	return defaultCredentialHeaders
 }
@@ -106,6 +103,20 @@ func (h headerCredential) appendCredential(b []byte, r *http.Request) ([]byte, b
 		}
 	}
 	return b, ok
+}
+
+func (h headerCredential) credentialHeader(r *http.Request) http.Header {
+	out := make(http.Header, len(h))
+	for _, name := range h {
+		if vs := r.Header[name]; len(vs) > 0 {
+			c := make([]string, len(vs))
+			for i, v := range vs {
+				c[i] = strings.Clone(v)
+			}
+			out[name] = c
+		}
+	}
+	return out
 }
 
 // appendCredentialPart appends one part of a credential to b: a tag that

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -81,12 +82,14 @@ var (
 // connections, and the connections of one session (the same Subject and
 // SessionID) share one check of the validator per interval; a validator
 // that reports no SessionID gets one check per connection. A check calls
-// the validator with a request that carries only the credential headers
-// of the request that opened the session's first connection (Cookie and
-// Authorization, or the CredentialHeaders of a [NewSessionCache]), its
-// path, Host and RemoteAddr. If a check cannot decide (the auth service is
-// down), the connections stay open until a later check decides or the
-// session's expiry passes.
+// the validator with a request that carries only the credential of the
+// request that opened the session's first connection, its path, Host and
+// RemoteAddr. The credential is what the validator reads: for the
+// validator of [NewBetterAuth] (cached or not), its session cookies and
+// bearer token; otherwise the whole Cookie and Authorization headers, or
+// the CredentialHeaders of a [NewSessionCache]. If a check cannot decide
+// (the auth service is down), the connections stay open until a later
+// check decides or the session's expiry passes.
 //
 // opts is not modified. For a plugin, coder/websocket's own Origin check is
 // skipped: plugins are exempt from the Origin rule. For a user, Accept
@@ -96,7 +99,10 @@ var (
 //
 // If the request carries no identity, or its session has expired, Accept
 // refuses it with the middleware's error handler (401) before upgrading.
-// On any error the response has been written and no connection exists.
+// So it does, and logs a warning, for a user whose credential is larger
+// than 8 KiB: a connection keeps its credential for as long as it is open,
+// and a client must not make the gateway keep a header of any size. On any
+// error the response has been written and no connection exists.
 func (m *Middleware) Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*websocket.Conn, context.Context, error) {
 	id, ok := FromContext(r.Context())
 	var err error
@@ -127,13 +133,26 @@ func (m *Middleware) Accept(w http.ResponseWriter, r *http.Request, opts *websoc
 		// differently.
 		o.InsecureSkipVerify = true
 	}
+	var cred credential
+	if id.Kind != KindPlugin && m.sessions != nil {
+		cred = m.live.credentialOf(r)
+		if n := cred.size(); n > maxCredentialBytes {
+			err = fmt.Errorf("%w: a credential of %d bytes is larger than the %d bytes a connection may keep to revalidate its session", ErrInvalidCredentials, n, maxCredentialBytes)
+			if m.logger != nil {
+				m.logger.LogAttrs(r.Context(), slog.LevelWarn, "wsauth: refused a connection whose credential is too large to keep",
+					slog.String("subject", id.Subject), slog.String("session", id.SessionID), slog.Int("bytes", n))
+			}
+			m.errorHandler(w, r, err)
+			return nil, nil, err
+		}
+	}
 	lc := &liveConn{}
 	c, err := websocket.Accept(notifyingWriter{ResponseWriter: w, set: m.live, lc: lc}, r, &o)
 	if err != nil {
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancelCause(NewContext(context.Background(), id))
-	m.live.add(lc, c, cancel, id, r)
+	m.live.add(lc, c, cancel, id, cred)
 	return c, ctx, nil
 }
 
@@ -233,14 +252,24 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// credential is what a revalidation replays: the credential headers of the
-// request that opened the first connection of the session, and its path,
-// host and remote address. Nothing else of the request is kept.
+// maxCredentialBytes bounds the credential that a session's connections
+// keep for revalidation: Accept refuses a connection whose credential is
+// larger, so that a client cannot make the gateway hold a large header
+// (up to the server's MaxHeaderBytes, a megabyte by default) for as long
+// as its socket stays open. Common reverse proxies refuse a header line
+// of this size already.
+const maxCredentialBytes = 8 << 10
+
+// credential is what a revalidation replays: the credential of the request
+// that opened the first connection of the session, as the session
+// validator reads it (for the Better Auth validator, its session cookies
+// and bearer token; otherwise its credential headers), and its path, host
+// and remote address. Nothing else of the request is kept.
 type credential struct {
 	path       string
 	host       string
 	remoteAddr string
-	headers    []credentialHeader
+	headers    []credentialHeader // a slice takes less memory than a map
 }
 
 type credentialHeader struct {
@@ -248,10 +277,21 @@ type credentialHeader struct {
 	values []string
 }
 
+// size returns the bytes of the credential's header names and values.
+func (c *credential) size() int {
+	n := 0
+	for _, ch := range c.headers {
+		for _, v := range ch.values {
+			n += len(ch.name) + len(v)
+		}
+	}
+	return n
+}
+
 func (c *credential) request() *http.Request {
 	h := make(http.Header, len(c.headers))
 	for _, ch := range c.headers {
-		h[ch.name] = ch.values
+		h[ch.name] = slices.Clone(ch.values)
 	}
 	r := &http.Request{
 		Method:     http.MethodGet,
@@ -271,9 +311,9 @@ func (c *credential) request() *http.Request {
 // runs no goroutine of its own: one timer fires when the next session is
 // due for a check or expires, and Reload and closing connections call in.
 type liveSet struct {
-	m           *Middleware
-	interval    time.Duration
-	credHeaders []string
+	m        *Middleware
+	interval time.Duration
+	cred     credentialReader // what of a request a revalidation replays
 
 	mu        sync.Mutex
 	sessions  map[sessionKey]*connGroup
@@ -295,18 +335,18 @@ func newLiveSet(m *Middleware, interval time.Duration) *liveSet {
 		interval = DefaultRevalidateInterval
 	}
 	s := &liveSet{
-		m:           m,
-		interval:    interval,
-		credHeaders: credentialHeaders(m.sessions),
-		sessions:    make(map[sessionKey]*connGroup),
-		plugins:     make(map[pluginKey]*connGroup),
+		m:        m,
+		interval: interval,
+		cred:     credentialReaderOf(m.sessions),
+		sessions: make(map[sessionKey]*connGroup),
+		plugins:  make(map[pluginKey]*connGroup),
 	}
 	return s
 }
 
 // add registers an accepted connection under its identity's session or
 // plugin key.
-func (s *liveSet) add(lc *liveConn, c *websocket.Conn, cancel context.CancelCauseFunc, id *Identity, r *http.Request) {
+func (s *liveSet) add(lc *liveConn, c *websocket.Conn, cancel context.CancelCauseFunc, id *Identity, cred credential) {
 	now := s.m.now().UnixNano()
 	s.mu.Lock()
 	lc.conn, lc.cancel = weak.Make(c), cancel
@@ -320,7 +360,7 @@ func (s *liveSet) add(lc *liveConn, c *websocket.Conn, cancel context.CancelCaus
 	if id.Kind == KindPlugin {
 		ended = s.addPluginLocked(lc, id)
 	} else {
-		s.addSessionLocked(lc, id, r, now)
+		s.addSessionLocked(lc, id, cred, now)
 	}
 	s.mu.Unlock()
 	s.close(ended)
@@ -371,14 +411,14 @@ func (s *liveSet) unwatchIfIdleLocked() {
 	}
 }
 
-func (s *liveSet) addSessionLocked(lc *liveConn, id *Identity, r *http.Request, now int64) {
+func (s *liveSet) addSessionLocked(lc *liveConn, id *Identity, cred credential, now int64) {
 	k := sessionKey{subject: id.Subject, session: id.SessionID}
 	var g *connGroup
 	if k.session != "" {
 		g = s.sessions[k]
 	}
 	if g == nil {
-		g = &connGroup{key: k, cred: s.credentialOf(r), expires: unixNano(id.Expires), nextCheck: now + int64(s.interval)}
+		g = &connGroup{key: k, cred: cred, expires: unixNano(id.Expires), nextCheck: now + int64(s.interval)}
 		if s.m.sessions == nil {
 			// An identity made by other means, with no validator to
 			// ask: only its expiry can end it.
@@ -398,20 +438,14 @@ func (s *liveSet) addSessionLocked(lc *liveConn, id *Identity, r *http.Request, 
 	s.armLocked(now)
 }
 
-// credentialOf copies what a revalidation needs out of r. The values are
-// copied, so that the request's other headers are not kept alive with them.
+// credentialOf copies what a revalidation needs out of r, sharing no
+// memory with r, so that the request's other headers are not kept alive.
 func (s *liveSet) credentialOf(r *http.Request) credential {
 	c := credential{path: strings.Clone(r.URL.Path), host: strings.Clone(r.Host), remoteAddr: strings.Clone(r.RemoteAddr)}
-	for _, k := range s.credHeaders {
-		if v := r.Header[k]; len(v) > 0 {
-			if c.headers == nil {
-				c.headers = make([]credentialHeader, 0, 1)
-			}
-			values := make([]string, len(v))
-			for i := range v {
-				values[i] = strings.Clone(v[i])
-			}
-			c.headers = append(c.headers, credentialHeader{name: k, values: values})
+	if h := s.cred.credentialHeader(r); len(h) > 0 {
+		c.headers = make([]credentialHeader, 0, len(h))
+		for name, values := range h {
+			c.headers = append(c.headers, credentialHeader{name: name, values: values})
 		}
 	}
 	return c

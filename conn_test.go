@@ -556,3 +556,54 @@ func TestRevalidationConcurrencyIsBounded(t *testing.T) {
 	assert.EqualValues(t, maxParallelChecks, started.Load(), "checks started while the auth service hangs")
 	assert.LessOrEqual(t, most.Load(), int64(maxParallelChecks), "revalidations at once")
 }
+
+// TestAcceptKeepsOnlyTheSessionCredential: in front of the Better Auth
+// validator, a session's connections keep its session cookie for their
+// revalidations, not the rest of the Cookie header.
+func TestAcceptKeepsOnlyTheSessionCredential(t *testing.T) {
+	f := newFakeBetterAuth(t)
+	ba := newBetterAuthFor(t, f, BetterAuthOptions{})
+	cached, err := NewSessionCache(ba, SessionCacheOptions{})
+	require.NoError(t, err)
+	for name, v := range map[string]SessionValidator{"Better Auth": ba, "Better Auth behind the cache": cached} {
+		t.Run(name, func(t *testing.T) {
+			h := newLiveHarness(t, Options{Sessions: v, RevalidateInterval: time.Hour}, nil)
+			cookie := "theme=dark; tracking=" + strings.Repeat("x", 4000) + "; " + baCookie + "=good-alice.sig"
+			c, _ := h.dial(t, hdr("Cookie", cookie))
+			defer c.CloseNow()
+			h.m.live.mu.Lock()
+			defer h.m.live.mu.Unlock()
+			require.Len(t, h.m.live.queue, 1)
+			kept := h.m.live.queue[0].cred
+			assert.Equal(t, []credentialHeader{{name: "Cookie", values: []string{baCookie + "=good-alice.sig"}}}, kept.headers)
+			assert.Less(t, kept.size(), 100)
+		})
+	}
+}
+
+// TestAcceptRefusesACredentialTooLargeToKeep: a connection whose credential
+// is larger than a connection may keep is refused before the upgrade.
+func TestAcceptRefusesACredentialTooLargeToKeep(t *testing.T) {
+	v := newCountingValidator()
+	v.set("s", userUntil("alice", time.Now().Add(time.Hour)))
+	logger, own := newTeeLogger()
+	h := newLiveHarness(t, Options{Sessions: v, Logger: logger}, nil)
+	dial := func(padding int) (*websocket.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cookie := testCookie + "=s; padding=" + strings.Repeat("x", padding)
+		return websocket.Dial(ctx, h.url(), &websocket.DialOptions{HTTPHeader: hdr("Cookie", cookie)})
+	}
+
+	c, resp, err := dial(maxCredentialBytes)
+	require.Error(t, err, "a connection that keeps more than %d bytes opened", maxCredentialBytes)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Nil(t, c)
+	assert.Zero(t, h.m.live.size())
+	assert.Contains(t, own.String(), "wsauth: refused a connection whose credential is too large to keep")
+
+	c, _, err = dial(maxCredentialBytes - 100)
+	require.NoError(t, err)
+	c.CloseNow()
+}
