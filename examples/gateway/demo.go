@@ -117,17 +117,21 @@ func (s *demoSessions) logout() http.Handler {
 	})
 }
 
-// whoami tells the chat page who is signed in: 200 with the name, or 401.
-func whoami(v wsauth.SessionValidator) http.Handler {
+// whoami tells the chat page who is signed in: 200 with the name, 401 when
+// nobody is, 503 with Retry-After when the auth service cannot tell. It asks
+// the middleware that guards /chat, so a request here is decided as a
+// handshake would be: throttled, checked for its Origin, logged and
+// counted. (A refusal can therefore also be 403 or 429.)
+func whoami(auth *wsauth.Middleware) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		id, err := v.ValidateSession(r.Context(), r)
+		id, err := auth.Authenticate(r)
 		if err != nil {
-			http.Error(w, http.StatusText(wsauth.StatusCode(err)), wsauth.StatusCode(err))
+			wsauth.DefaultErrorHandler(w, r, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(sender{Kind: wsauth.KindUser, Name: id.Name})
+		_ = json.NewEncoder(w).Encode(sender{Kind: id.Kind, Name: id.Name})
 	})
 }
 

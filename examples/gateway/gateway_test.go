@@ -418,3 +418,30 @@ func TestGatewayMetrics(t *testing.T) {
 	assert.Equal(t, 1, vars.ValidatorCalls)
 	assert.Positive(t, vars.ValidatorSeconds)
 }
+
+// TestGatewayWhoamiIsGuardedLikeChat: /whoami is decided by the same
+// middleware as /chat, so it is logged, and guessing there is throttled.
+func TestGatewayWhoamiIsGuardedLikeChat(t *testing.T) {
+	p, base := startGateway(t)
+	get := func(cookie string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, base+"/whoami", nil)
+		require.NoError(t, err)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusOK, get(login(t, base, "erin")))
+	assert.Equal(t, http.StatusUnauthorized, get(""))
+	p.waitFor(t, `wsauth: refused" .*method=session .*path=/whoami .*status=401`)
+
+	status := 0
+	for i := 0; i < 20 && status != http.StatusTooManyRequests; i++ {
+		status = get(demoCookie + "=guess-" + strings.Repeat("x", i))
+	}
+	assert.Equal(t, http.StatusTooManyRequests, status, "guessing sessions at /whoami is throttled")
+}

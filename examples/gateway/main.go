@@ -124,7 +124,7 @@ func run(ctx context.Context, getenv func(string) string, logger *slog.Logger) e
 	hub := newHub(logger)
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", pageHandler())
-	mux.Handle("GET /whoami", whoami(sessions))
+	mux.Handle("GET /whoami", whoami(auth))
 	mux.Handle("GET /config", configHandler(getenv("AUTH_URL")))
 	csrf := http.NewCrossOriginProtection()
 	mux.Handle("POST /login", csrf.Handler(login))
