@@ -517,6 +517,53 @@ func TestAcceptSeesAReloadDuringRegistration(t *testing.T) {
 	assert.Empty(t, keys.watchers, "no connection left to watch for")
 }
 
+// TestAcceptKeyRemovedBeforeTheUpgrade: a plugin whose key is removed
+// between the handshake's check and the upgrade gets a socket that is
+// closed at once with 4401.
+func TestAcceptKeyRemovedBeforeTheUpgrade(t *testing.T) {
+	const (
+		key   = "removed-early-key-telegram-0123456789ab"
+		other = "removed-early-key-discord-0123456789abc"
+	)
+	file := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(file, []byte("telegram="+key+"\n"), 0o600))
+	setEnv(t, "", "", file)
+	keys, err := PluginKeysFromEnv()
+	require.NoError(t, err)
+	m, err := New(Options{PluginKeys: keys})
+	require.NoError(t, err)
+	ctxs := make(chan context.Context, 1)
+	srv := httptest.NewServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The key is rotated away after the middleware let the
+		// request in, before the handler upgrades.
+		if err := os.WriteFile(file, []byte("discord="+other+"\n"), 0o600); err != nil || keys.Reload() != nil {
+			http.Error(w, "reload failed", http.StatusInternalServerError)
+			return
+		}
+		c, ctx, err := m.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctxs <- ctx
+		_, _, _ = c.Read(ctx)
+	})))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPHeader: hdr(PluginTokenHeader, key)})
+	require.NoError(t, err)
+	defer c.CloseNow()
+	ce := waitClosed(t, c, 10*time.Second)
+	assert.Equal(t, StatusSessionEnded, ce.Code)
+	assert.Equal(t, "plugin key removed", ce.Reason)
+	assert.ErrorIs(t, context.Cause(waitDone(t, <-ctxs)), ErrSessionEnded)
+	assert.Zero(t, m.live.size())
+	keys.watchMu.Lock()
+	defer keys.watchMu.Unlock()
+	assert.Empty(t, keys.watchers, "nothing left to watch for")
+}
+
 // TestRevalidationConcurrencyIsBounded: however many timer firings make
 // sessions due while the auth service hangs, no more than maxParallelChecks
 // revalidations run at once.
@@ -606,4 +653,55 @@ func TestAcceptRefusesACredentialTooLargeToKeep(t *testing.T) {
 	c, _, err = dial(maxCredentialBytes - 100)
 	require.NoError(t, err)
 	c.CloseNow()
+}
+
+// TestAcceptRefusesAForeignOrigin: Accept applies the Origin rule itself to
+// a user identity that reached it without the middleware's check (another
+// authentication in front), and refuses a foreign page before upgrading.
+func TestAcceptRefusesAForeignOrigin(t *testing.T) {
+	m, err := New(Options{PluginKeys: mustKeys(t), AllowedOrigins: []string{"app.example.com"}})
+	require.NoError(t, err)
+	acceptErrs := make(chan error, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := &Identity{Kind: KindUser, Subject: "u", Name: "sso", Expires: time.Now().Add(time.Hour)}
+		c, _, err := m.Accept(w, r.WithContext(NewContext(r.Context(), id)), nil)
+		acceptErrs <- err
+		if err == nil {
+			c.CloseNow()
+		}
+	}))
+	defer srv.Close()
+	for origin, want := range map[string]int{
+		"https://evil.example":    http.StatusForbidden,
+		"https://app.example.com": http.StatusSwitchingProtocols,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, resp, _ := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPHeader: hdr("Origin", origin)})
+		cancel()
+		require.NotNil(t, resp, origin)
+		assert.Equal(t, want, resp.StatusCode, origin)
+		if c != nil {
+			c.CloseNow()
+		}
+		if want == http.StatusForbidden {
+			assert.ErrorIs(t, <-acceptErrs, ErrForbiddenOrigin)
+		} else {
+			assert.NoError(t, <-acceptErrs)
+		}
+	}
+}
+
+// TestRevalidationFindsTheSessionExpired: a revalidation whose answer says
+// the session has already expired closes its connections as expired.
+func TestRevalidationFindsTheSessionExpired(t *testing.T) {
+	v := newCountingValidator()
+	v.set("s", userUntil("alice", time.Now().Add(time.Hour)))
+	h := newLiveHarness(t, Options{Sessions: v, RevalidateInterval: 100 * time.Millisecond}, nil)
+	c, sctx := h.dial(t, hdr("Cookie", testCookie+"=s"))
+	v.set("s", userUntil("alice", time.Now().Add(-time.Minute)))
+	ce := waitClosed(t, c, 20*time.Second)
+	assert.Equal(t, StatusSessionEnded, ce.Code)
+	assert.Equal(t, "session expired", ce.Reason)
+	assert.ErrorIs(t, context.Cause(waitDone(t, sctx)), ErrSessionEnded)
+	require.Eventually(t, func() bool { return h.m.live.size() == 0 }, 10*time.Second, 10*time.Millisecond)
 }

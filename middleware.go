@@ -381,18 +381,24 @@ func (m *Middleware) validate(r *http.Request) (*Identity, error) {
 	}()
 	select {
 	case res := <-done:
-		if res.err == nil && ctx.Err() != nil {
-			// An answer that arrives after the deadline is not trusted
-			// more than the deadline itself.
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-		}
-		if res.err != nil && errors.Is(res.err, context.DeadlineExceeded) && !errors.Is(res.err, ErrUnavailable) {
-			res.err = fmt.Errorf("%w: %w", ErrUnavailable, res.err)
-		}
-		return res.id, res.err
+		return inTime(ctx, res.id, res.err)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
+}
+
+// inTime returns the validator's answer as the middleware takes it, given
+// ctx, the context of the call: a success that arrived after ctx ended is
+// not trusted more than the deadline itself, and an error that is the
+// deadline means the validator could not decide.
+func inTime(ctx context.Context, id *Identity, err error) (*Identity, error) {
+	if err == nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return id, err
 }
 
 // callValidator calls the validator and turns a panic into an error.

@@ -68,6 +68,8 @@ func (f *fakeSessions) ValidateSession(ctx context.Context, r *http.Request) (*I
 		return nil, ctx.Err()
 	case v == "nil":
 		return nil, nil
+	case v == "nosubject":
+		return &Identity{Name: "nobody"}, nil
 	case v == "panic":
 		panic("validator bug")
 	default:
@@ -266,6 +268,8 @@ func TestContract(t *testing.T) {
 		{"internal", "validator panics", "", hdr("Cookie", testCookie+"=panic"),
 			want{status: 500, validator: true}},
 		{"internal", "validator returns nothing", "", hdr("Cookie", testCookie+"=nil"),
+			want{status: 500, validator: true}},
+		{"internal", "validator returns an identity without a subject", "", hdr("Cookie", testCookie+"=nosubject"),
 			want{status: 500, validator: true}},
 
 		// Query strings carry no credential.
@@ -615,4 +619,24 @@ func TestValidatorErrorIsRedactedInTheLog(t *testing.T) {
 	assert.Contains(t, out.String(), "127.0.0.1:1/get-session")
 	assert.NotContains(t, out.String(), secret)
 	assert.NotContains(t, out.String(), "pw@")
+}
+
+// TestLateSuccessIsUnavailable: a validator's success that arrives after
+// its deadline is "could not decide" (503), as the deadline itself is; so
+// is an error that is the deadline.
+func TestLateSuccessIsUnavailable(t *testing.T) {
+	ended, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	id, err := inTime(ended, &Identity{Subject: "u1", Name: "alice"}, nil)
+	assert.Nil(t, id)
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.Equal(t, http.StatusServiceUnavailable, StatusCode(err))
+
+	_, err = inTime(ended, nil, fmt.Errorf("auth service: %w", context.DeadlineExceeded))
+	require.ErrorIs(t, err, ErrUnavailable)
+	assert.Equal(t, http.StatusServiceUnavailable, StatusCode(err))
+
+	id, err = inTime(context.Background(), &Identity{Subject: "u1", Name: "alice"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "alice", id.Name)
 }

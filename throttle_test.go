@@ -459,3 +459,25 @@ func TestThrottleForgetsPassersByFirst(t *testing.T) {
 	_, err = m.Authenticate(guess)
 	assert.ErrorIs(t, err, ErrThrottled, "the guesser was forgotten to make room for clients that never failed")
 }
+
+// TestThrottleStartsAfreshAfterAPause: failures long past do not leave a
+// client with a time in the past that new failures would only push
+// towards the present: after a pause, MaxFailures failures throttle it
+// again.
+func TestThrottleStartsAfreshAfterAPause(t *testing.T) {
+	clock := newFakeClock()
+	m, err := New(Options{PluginKeys: mustKeys(t), Throttle: ThrottleOptions{MaxFailures: 3, Window: time.Minute}})
+	require.NoError(t, err)
+	m.now = clock.Now
+	guess := func() error {
+		_, err := m.Authenticate(newRequest(PluginTokenHeader, "wrong"))
+		return err
+	}
+	for round := range 2 {
+		for range 3 {
+			require.ErrorIs(t, guess(), ErrInvalidCredentials, "round %d", round)
+		}
+		require.ErrorIs(t, guess(), ErrThrottled, "round %d", round)
+		clock.Advance(time.Hour)
+	}
+}
