@@ -22,8 +22,13 @@ func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	if aerr != nil {
 		return // Accept has answered the malformed handshake itself.
 	}
-	// Close sends the close frame and waits (a few seconds at most) for
-	// the client's; whatever else the client sends is discarded unread.
+	// Close sends the close frame, then reads the client's frames until
+	// its close frame arrives, discarding their payloads, for five
+	// seconds at most (and five more at most to write the frame to a
+	// client that does not read). None of it reaches a handler.
+	// coder/websocket offers no way to send the close frame without this
+	// handshake, and closing the connection with the client's frames
+	// unread could reset it before the client has read the close code.
 	_ = c.Close(closeCode(err), closeReason(err))
 }
 

@@ -70,8 +70,10 @@ func TestAcceptThenClose(t *testing.T) {
 	})
 }
 
-// dialUntilClosed opens a socket, sends a message the server must never
-// read, and returns the close code and reason the server closed with.
+// dialUntilClosed opens a socket, sends a message that no handler must see
+// (the server's close handshake reads and discards it), and returns the
+// close code and reason the server closed with: a client that writes
+// before it reads still sees them.
 func dialUntilClosed(t *testing.T, h *harness, header http.Header) (websocket.StatusCode, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

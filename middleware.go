@@ -120,9 +120,12 @@ type Options struct {
 	// handshake (a page only sees close code 1006), so in this mode the
 	// socket is accepted only to be closed at once with 4000 plus the
 	// status (4400, 4401, 4403, 4429, 4500, 4503) and a short reason.
-	// No handler runs and nothing the client sends is read. Requests
-	// that are not WebSocket handshakes still get the HTTP status from
-	// ErrorHandler. Default: false, refuse with an HTTP status.
+	// No handler runs and nothing the client sends reaches one: until
+	// the client answers the close frame (five seconds at most), its
+	// frames are read and discarded, which holds the request's goroutine
+	// that long. Requests that are not WebSocket handshakes still get
+	// the HTTP status from ErrorHandler. Default: false, refuse with an
+	// HTTP status.
 	AcceptThenClose bool
 }
 

@@ -279,6 +279,14 @@ func TestContract(t *testing.T) {
 			want{status: 401, validator: true}},
 		{"query", "?access_token=key", "?access_token=" + testKey, nil,
 			want{status: 401, validator: true}},
+
+		// Repeated failures from one address (each case of this group
+		// first sends MaxFailures wrong keys): throttled before the
+		// credential is looked at, a valid one included.
+		{"throttle", "valid session after MaxFailures wrong keys", "", hdr("Cookie", testCookie+"=good-alice"),
+			want{status: 429}},
+		{"throttle", "valid key after MaxFailures wrong keys", "", hdr(PluginTokenHeader, testKey),
+			want{status: 429}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.group+"/"+tc.name, func(t *testing.T) {
@@ -286,6 +294,12 @@ func TestContract(t *testing.T) {
 			header := tc.header
 			if tc.group == "origin" && tc.name == "same host" {
 				header = hdr("Cookie", testCookie+"=good-alice", "Origin", h.srv.URL)
+			}
+			if tc.group == "throttle" {
+				for range DefaultMaxFailures {
+					_, resp := h.dial(t, "", hdr(PluginTokenHeader, "wrong"))
+					require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+				}
 			}
 			start := time.Now()
 			got, resp := h.dial(t, tc.suffix, header)
