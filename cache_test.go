@@ -22,7 +22,9 @@ type fakeClock struct{ t atomic.Int64 }
 
 func newFakeClock() *fakeClock {
 	c := &fakeClock{}
-	c.t.Store(time.Date(2026, 12, 3, 16, 0, 0, 0, time.UTC).UnixNano())
+	// Start from the real time, so that identities that tests build with
+	// time.Now compare with it as they would in production.
+	c.t.Store(time.Now().UnixNano())
 	return c
 }
 
