@@ -45,7 +45,10 @@ type BetterAuthOptions struct {
 	// CookiePrefix is Better Auth's advanced.cookiePrefix. The session
 	// cookie is then "<prefix>.session_token", or
 	// "__Secure-<prefix>.session_token" when Better Auth serves https;
-	// both names are accepted. Default: [DefaultBetterAuthCookiePrefix].
+	// both names are accepted. Like a cookie name, it must be a token:
+	// letters, digits and !#$%&'*+-.^_`|~ (a browser's cookie with any
+	// other character in its name never reaches the validator). Default:
+	// [DefaultBetterAuthCookiePrefix].
 	CookiePrefix string
 
 	// Secrets turns on the offline pre-check: a session cookie whose
@@ -113,8 +116,8 @@ type betterAuth struct {
 //     [ErrUnavailable], carrying the server's Retry-After if it sent one
 //     in seconds, at most five minutes.
 //
-// It fails if BaseURL is missing or malformed, a secret is empty, or a
-// duration or size is negative. The validator is safe for concurrent use.
+// It fails if BaseURL is missing or malformed, CookiePrefix is not a
+// token, a secret is empty, or a duration or size is negative. The validator is safe for concurrent use.
 // Wrap it in [NewSessionCache] so that every handshake does not reach the
 // auth service.
 func NewBetterAuth(opts BetterAuthOptions) (SessionValidator, error) {
@@ -145,8 +148,8 @@ func NewBetterAuth(opts BetterAuthOptions) (SessionValidator, error) {
 	if prefix == "" {
 		prefix = DefaultBetterAuthCookiePrefix
 	}
-	if strings.ContainsAny(prefix, "=;, \t\r\n\"") {
-		return nil, fmt.Errorf("wsauth: Better Auth: CookiePrefix %q is not a cookie name", prefix)
+	if !isToken(prefix) {
+		return nil, fmt.Errorf("wsauth: Better Auth: CookiePrefix %q cannot begin a cookie name", prefix)
 	}
 	b := &betterAuth{
 		endpoint:    strings.TrimRight(u.String(), "/") + path + "?disableRefresh=true&disableCookieCache=true",
@@ -400,4 +403,16 @@ func (b *betterAuth) signatureValid(value string) bool {
 		ok = hmac.Equal(got, mac.Sum(nil)) || ok
 	}
 	return ok
+}
+
+// isToken reports whether s is a token of RFC 9110 (section 5.6.2), as the
+// name of a cookie must be.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -366,18 +366,20 @@ func mustUnescape(s string) string {
 
 func TestNewBetterAuthRefusesBadOptions(t *testing.T) {
 	for name, opts := range map[string]BetterAuthOptions{
-		"no base URL":          {},
-		"not a URL":            {BaseURL: "://nope"},
-		"relative URL":         {BaseURL: "/api/auth"},
-		"other scheme":         {BaseURL: "ftp://auth.example.com"},
-		"credentials in URL":   {BaseURL: "https://user:hunter2secret@auth.example.com"},
-		"query in URL":         {BaseURL: "https://auth.example.com/?x=1"},
-		"path without slash":   {BaseURL: "https://auth.example.com", Path: "api/auth/get-session"},
-		"path with query":      {BaseURL: "https://auth.example.com", Path: "/get-session?x=1"},
-		"cookie prefix with =": {BaseURL: "https://auth.example.com", CookiePrefix: "a=b"},
-		"empty secret":         {BaseURL: "https://auth.example.com", Secrets: []string{baSecret, ""}},
-		"negative timeout":     {BaseURL: "https://auth.example.com", Timeout: -time.Second},
-		"negative body limit":  {BaseURL: "https://auth.example.com", MaxBodyBytes: -1},
+		"no base URL":             {},
+		"not a URL":               {BaseURL: "://nope"},
+		"relative URL":            {BaseURL: "/api/auth"},
+		"other scheme":            {BaseURL: "ftp://auth.example.com"},
+		"credentials in URL":      {BaseURL: "https://user:hunter2secret@auth.example.com"},
+		"query in URL":            {BaseURL: "https://auth.example.com/?x=1"},
+		"path without slash":      {BaseURL: "https://auth.example.com", Path: "api/auth/get-session"},
+		"path with query":         {BaseURL: "https://auth.example.com", Path: "/get-session?x=1"},
+		"cookie prefix with =":    {BaseURL: "https://auth.example.com", CookiePrefix: "a=b"},
+		"cookie prefix with (":    {BaseURL: "https://auth.example.com", CookiePrefix: "a(b"},
+		"cookie prefix not ASCII": {BaseURL: "https://auth.example.com", CookiePrefix: "café"},
+		"empty secret":            {BaseURL: "https://auth.example.com", Secrets: []string{baSecret, ""}},
+		"negative timeout":        {BaseURL: "https://auth.example.com", Timeout: -time.Second},
+		"negative body limit":     {BaseURL: "https://auth.example.com", MaxBodyBytes: -1},
 	} {
 		t.Run(name, func(t *testing.T) {
 			v, err := NewBetterAuth(opts)

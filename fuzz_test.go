@@ -3,6 +3,10 @@ package wsauth
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -10,8 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/mosaicstack/wsauth/internal/betterauthtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -316,4 +322,231 @@ func FuzzClientAddr(f *testing.F) {
 		assert.True(t, named, "client address %v is neither the peer nor in the header", got)
 		assert.NotEmpty(t, m.throttle.key(got, remote))
 	})
+}
+
+// fuzzUpstream is a stand-in Better Auth server that takes every session it
+// is asked about for a valid one, the worst case for a pre-check that lets
+// a cookie through, and records the Cookie headers it was sent.
+type fuzzUpstream struct {
+	mu      sync.Mutex
+	cookies []string
+	leaked  []string // headers that must never reach it
+}
+
+func (u *fuzzUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	u.mu.Lock()
+	u.cookies = append(u.cookies, r.Header.Get("Cookie"))
+	for _, h := range []string{PluginTokenHeader, "X-Other"} {
+		if r.Header.Get(h) != "" {
+			u.leaked = append(u.leaked, h)
+		}
+	}
+	u.mu.Unlock()
+	body := `{"session":{"id":"s1","userId":"u1","expiresAt":"2999-01-01T00:00:00Z"},"user":{"id":"u1","name":"fuzz"}}`
+	return &http.Response{
+		StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r,
+	}, nil
+}
+
+// calls returns and forgets the Cookie headers sent since the last call,
+// and the headers that should not have been sent.
+func (u *fuzzUpstream) calls() (cookies, leaked []string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	cookies, leaked = u.cookies, u.leaked
+	u.cookies, u.leaked = nil, nil
+	return cookies, leaked
+}
+
+// signatureVerifies is the test's own statement of Better Auth's cookie
+// signature: the value, URL-decoded, is TOKEN.SIG with a non-empty TOKEN
+// and SIG the base64 of HMAC-SHA256(secret, TOKEN) for one of the secrets.
+func signatureVerifies(value string, secrets []string) bool {
+	v, err := url.PathUnescape(value)
+	if err != nil {
+		return false
+	}
+	dot := strings.LastIndexByte(v, '.')
+	if dot < 1 {
+		return false
+	}
+	sig, err := base64.StdEncoding.DecodeString(v[dot+1:])
+	if err != nil {
+		return false
+	}
+	for _, s := range secrets {
+		mac := hmac.New(sha256.New, []byte(s))
+		mac.Write([]byte(v[:dot]))
+		if hmac.Equal(sig, mac.Sum(nil)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Flags of FuzzBetterAuthCookie's last argument, for the correctly signed
+// cookie it adds to the arbitrary Cookie header.
+const (
+	fuzzSignedSecure    = 1 << iota // under the "__Secure-" name
+	fuzzSignedRaw                   // not URL-encoded
+	fuzzSignedOldSecret             // signed with the old secret
+)
+
+// FuzzBetterAuthCookie feeds arbitrary Cookie headers (split into several
+// header lines at '\n'), secrets and cookie prefixes to the Better Auth
+// validator, whose upstream accepts any session it is asked about. It must
+// never panic, and:
+//
+//   - with secrets configured, a request that carries a session cookie
+//     whose signature does not verify never reaches the upstream and never
+//     yields an identity;
+//   - a request whose session cookies all verify (or, without secrets, any
+//     session cookie) is passed upstream once, with exactly those session
+//     cookies and nothing else;
+//   - a correctly signed cookie for a token of the input, signed with the
+//     harness's algorithm (URL-encoded or not, current or old secret, plain
+//     or "__Secure-" name), added to an otherwise cookie-free request, is
+//     passed upstream and yields an identity.
+func FuzzBetterAuthCookie(f *testing.F) {
+	const (
+		secret = "fuzz-better-auth-secret-0123456789abcdef"
+		old    = "fuzz-better-auth-old-secret-0123456789ab"
+		token  = "Q7xv9Lk2mP4rT8wY1zA6bC3dE5fG0h05" // signed under secret: "c7+2…/…="
+		name   = "better-auth.session_token"
+		secure = "__Secure-" + name
+	)
+	good := betterauthtest.SignCookieValue(secret, token)
+	raw, err := url.QueryUnescape(good)
+	require.NoError(f, err)
+	byOld := betterauthtest.SignCookieValue(old, token)
+	other := betterauthtest.SignCookieValue("another-secret-altogether-0123456789ab", token)
+	for _, s := range []struct {
+		header, secret, old, prefix, token string
+		flags                              uint8
+	}{
+		{name + "=" + good, secret, old, "", token, 0},
+		{name + "=" + raw, secret, "", "", token, fuzzSignedRaw},
+		{secure + "=" + good, secret, old, "", token, fuzzSignedSecure},
+		{name + "=" + byOld, secret, old, "", "", fuzzSignedOldSecret},
+		{"custom.session_token=" + good + "; " + name + "=" + good, secret, "", "custom", token, 0},
+		{"__Secure-my-app.session_token=" + good, secret, "", "my-app", token, fuzzSignedSecure | fuzzSignedRaw},
+		{name + "=" + good + "; " + name + "=" + good, secret, old, "", token, 0},
+		{name + "=" + good + "; " + name + "=" + other, secret, old, "", token, 0},
+		{name + "=" + other + "; " + secure + "=" + good, secret, "", "", token, fuzzSignedSecure},
+		{name + "=" + good + "\n" + secure + "=" + token + ".", secret, "", "", token, 0},
+		{name + "=" + other, secret, old, "", "a b+c%2F.d", fuzzSignedRaw},
+		{name + "=" + strings.Replace(good, ".", "%2e", 1), secret, "", "", token, 0},
+		{name + "=" + strings.ReplaceAll(good, "%", "%25"), secret, "", "", token, 0},
+		{name + "=" + strings.ToLower(good), secret, "", "", token, 0},
+		{name + `="` + good + `"`, secret, "", "", token, 0},
+		{" " + name + " = " + good + " ;;; theme=dark", secret, "", "", token, 0},
+		{name + "=" + good + "%zz", secret, "", "", token, 0},
+		{name + "=" + token + "." + strings.Repeat("A", 43) + "=", secret, "", "", token, 0},
+		{name + "=.", secret, "", "", ".", 0},
+		{name + "=; " + secure + "=", secret, "", "", token, 0},
+		{"theme=dark; other.session_token=" + good, secret, "", "", token, 0},
+		{name + "=" + good, "", "", "", token, 0},
+		{name + "=" + good, secret, old, "a(b", token, 0},
+		{name + "=" + good, secret, old, "é", token, 0},
+	} {
+		f.Add(s.header, s.secret, s.old, s.prefix, s.token, s.flags)
+	}
+	upstream := &fuzzUpstream{}
+	client := &http.Client{Transport: upstream}
+	f.Fuzz(func(t *testing.T, header, secret, old, prefix, token string, flags uint8) {
+		var secrets []string
+		for _, s := range []string{secret, old} {
+			if s != "" {
+				secrets = append(secrets, s)
+			}
+		}
+		v, err := NewBetterAuth(BetterAuthOptions{BaseURL: "http://auth.example", CookiePrefix: prefix, Secrets: secrets, Client: client})
+		if err != nil {
+			assert.Nil(t, v)
+			assert.True(t, strings.HasPrefix(err.Error(), "wsauth: "), err.Error())
+			assert.NotEmpty(t, prefix, "only a cookie prefix can be refused here")
+			return
+		}
+		if prefix == "" {
+			prefix = DefaultBetterAuthCookiePrefix
+		}
+		names := []string{prefix + ".session_token", "__Secure-" + prefix + ".session_token"}
+
+		// The arbitrary header.
+		r := requestWith(http.Header{"Cookie": strings.Split(header, "\n"), PluginTokenHeader: {testKey}, "X-Other": {"x"}})
+		checkBetterAuthCookies(t, v, upstream, r, names, secrets)
+
+		// A correctly signed cookie, with nothing else.
+		if token == "" || secret == "" {
+			return
+		}
+		key := secret
+		if flags&fuzzSignedOldSecret != 0 && old != "" {
+			key = old
+		}
+		// The harness encodes like a form ('+' for a space), Better Auth
+		// like encodeURIComponent ("%20"), which the validator decodes
+		// as a path: a space is encoded the way Better Auth does.
+		value := strings.ReplaceAll(betterauthtest.SignCookieValue(key, token), "+", "%20")
+		if flags&fuzzSignedRaw != 0 {
+			// Unencoded, as Better Auth also accepts it, where that is
+			// a cookie value that decodes to itself.
+			unescaped, err := url.QueryUnescape(value)
+			if err == nil && !strings.ContainsAny(unescaped, "% ") && (&http.Cookie{Name: "n", Value: unescaped}).Valid() == nil {
+				value = unescaped
+			}
+		}
+		require.True(t, signatureVerifies(value, secrets), "the harness's signature does not verify: %q", value)
+		cookieName := names[0]
+		if flags&fuzzSignedSecure != 0 {
+			cookieName = names[1]
+		}
+		if (&http.Cookie{Name: cookieName, Value: "x"}).Valid() != nil {
+			t.Fatalf("NewBetterAuth took the cookie prefix %q, which cannot be part of a cookie name", prefix)
+		}
+		id, err := v.ValidateSession(context.Background(), requestWith(http.Header{"Cookie": {cookieName + "=" + value}}))
+		sent, _ := upstream.calls()
+		require.NoError(t, err, "a correctly signed cookie was refused")
+		require.NotNil(t, id)
+		assert.Equal(t, []string{cookieName + "=" + value}, sent)
+	})
+}
+
+// checkBetterAuthCookies checks what the validator v does with r, whose
+// session cookies are those named by names.
+func checkBetterAuthCookies(t *testing.T, v SessionValidator, upstream *fuzzUpstream, r *http.Request, names, secrets []string) {
+	t.Helper()
+	var carried []string
+	verified := true
+	for _, n := range names {
+		for _, c := range r.CookiesNamed(n) {
+			if c.Value == "" {
+				continue
+			}
+			carried = append(carried, c.Name+"="+c.Value)
+			if secrets != nil && !signatureVerifies(c.Value, secrets) {
+				verified = false
+			}
+		}
+	}
+	id, err := v.ValidateSession(context.Background(), r)
+	sent, leaked := upstream.calls()
+	assert.Empty(t, leaked, "headers other than the session's reached the auth service")
+	switch {
+	case len(carried) == 0:
+		require.ErrorIs(t, err, ErrNoCredentials)
+		assert.Empty(t, sent, "a request without a session cookie reached the auth service")
+	case !verified:
+		require.ErrorIs(t, err, ErrInvalidCredentials)
+		assert.Nil(t, id, "an identity for a cookie whose signature does not verify")
+		assert.Empty(t, sent, "a cookie whose signature does not verify reached the auth service")
+	default:
+		require.NoError(t, err)
+		require.NotNil(t, id)
+		assert.Equal(t, []string{strings.Join(carried, "; ")}, sent, "what reached the auth service")
+	}
+	if err != nil {
+		assert.Nil(t, id)
+	}
 }
