@@ -246,15 +246,27 @@ func (b *betterAuth) ValidateSession(ctx context.Context, r *http.Request) (*Ide
 	return parseGetSession(body, time.Now())
 }
 
+// maxCookies is the number of cookies above which net/http reads none of a
+// request's (its default httpcookiemaxnum).
+const maxCookies = 3000
+
 // eachSessionCookie calls f with the name and value of each of r's session
 // cookies that has a value, in the order they were sent. It reads the
 // Cookie header as net/http's Request.CookiesNamed does (parts separated
 // by ';', spaces around them trimmed, a value in double quotes unquoted,
-// a value with a byte a cookie may not carry skipped), but allocates
-// nothing, so that the session cache can key a request by it on every
-// handshake.
+// a value with a byte a cookie may not carry skipped, no cookie at all
+// from a request with more than 3000), but allocates nothing, so that the
+// session cache can key a request by it on every handshake.
 func (b *betterAuth) eachSessionCookie(r *http.Request, f func(name, value string)) {
-	for _, line := range r.Header["Cookie"] {
+	lines := r.Header["Cookie"]
+	n := 0
+	for _, line := range lines {
+		n += strings.Count(line, ";") + 1
+	}
+	if n > maxCookies {
+		return
+	}
+	for _, line := range lines {
 		for line != "" {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
