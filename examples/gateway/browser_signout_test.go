@@ -27,8 +27,9 @@ import (
 const quietPeriod = 3 * time.Second
 
 // handshakeLine matches the gateway's log line for one decision on a
-// WebSocket handshake, accepted or refused.
-var handshakeLine = regexp.MustCompile(`msg="wsauth: (?:accepted|refused)"`)
+// WebSocket handshake, accepted or refused (the middleware also decides,
+// and logs, the page's requests to /whoami).
+var handshakeLine = regexp.MustCompile(`(?m)msg="wsauth: (?:accepted|refused)"[^\n]* path=/chat(?: |$)`)
 
 // handshakes is the number of WebSocket handshakes the gateway has decided.
 func (p *process) handshakes() int {
