@@ -44,10 +44,12 @@ func TestValidatorIgnoringItsContext(t *testing.T) {
 		returned.Add(1)
 		return &Identity{Subject: "too-late"}, nil
 	})
-	h := newHarness(t, Options{Sessions: stuck, ValidatorTimeout: 100 * time.Millisecond})
+	const n = 50
+	// All n come from one address and are being decided at once: each
+	// holds one attempt of its throttle budget.
+	h := newHarness(t, Options{Sessions: stuck, ValidatorTimeout: 100 * time.Millisecond, Throttle: ThrottleOptions{MaxFailures: n}})
 	defer close(release) // before the harness's cleanup, so goleak sees the validators return
 
-	const n = 50
 	start := time.Now()
 	var wg sync.WaitGroup
 	statuses := make([]int, n)
@@ -71,8 +73,10 @@ func TestValidatorIgnoringItsContext(t *testing.T) {
 // TestPanickingValidatorUnderLoad: panics are contained per request; the
 // server keeps serving the requests around them.
 func TestPanickingValidatorUnderLoad(t *testing.T) {
-	h := newHarness(t, Options{})
 	const n = 100
+	// All n come from one address and may be decided at once: each
+	// holds one attempt of its throttle budget meanwhile.
+	h := newHarness(t, Options{Throttle: ThrottleOptions{MaxFailures: n}})
 	var wg sync.WaitGroup
 	statuses := make([]int, n)
 	for i := range n {

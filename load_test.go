@@ -38,9 +38,10 @@ func raiseFileLimit(t *testing.T, want uint64) {
 // plugin keys, wrong keys, valid sessions and forged ones, a quarter
 // each. Every valid one must open with the right identity and stay open
 // until all have been answered; every invalid one must be refused; the
-// counts must be exact. The throttle is on and sized so that the 2,500
-// failures from 127.0.0.1 leave exactly one attempt, which the test then
-// uses up to show that the next request is throttled.
+// counts must be exact. The throttle is on, and sized so that all 5,000,
+// each holding one attempt of 127.0.0.1 while it is decided, can be in
+// flight at once; the 2,500 failures then leave exactly 2,500 attempts,
+// which the test uses up to show that the next request is throttled.
 func TestLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
@@ -55,7 +56,7 @@ func TestLoad(t *testing.T) {
 		PluginKeys:       mustKeys(t),
 		Sessions:         sessions,
 		ValidatorTimeout: 30 * time.Second, // a slow machine must not turn a session into a 503
-		Throttle:         ThrottleOptions{MaxFailures: 2*perKind + 1, Window: time.Hour},
+		Throttle:         ThrottleOptions{MaxFailures: total, Window: time.Hour},
 		Logger:           auditLogger,
 	})
 	require.NoError(t, err)
@@ -165,10 +166,13 @@ func TestLoad(t *testing.T) {
 	assert.EqualValues(t, 2*perKind, handled.Load(), "handler runs")
 	assert.EqualValues(t, 2*perKind, sessions.calls.Load(), "session validator calls")
 
-	// The throttle counted every failure and nothing else: one attempt
-	// is left, and after it 127.0.0.1 is throttled.
-	_, err = m.Authenticate(loopbackRequest(PluginTokenHeader, "wrong"))
-	assert.ErrorIs(t, err, ErrInvalidCredentials)
+	// The throttle counted every failure and nothing else: the attempts
+	// that the failures did not use are left, and after them 127.0.0.1
+	// is throttled.
+	for i := range total - 2*perKind {
+		_, err = m.Authenticate(loopbackRequest(PluginTokenHeader, "wrong"))
+		require.ErrorIs(t, err, ErrInvalidCredentials, "attempt %d of those left", i+1)
+	}
 	_, err = m.Authenticate(loopbackRequest(PluginTokenHeader, testKey))
 	assert.ErrorIs(t, err, ErrThrottled)
 }
