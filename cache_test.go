@@ -149,7 +149,7 @@ func TestCacheNeverRemembersCouldNotDecide(t *testing.T) {
 		{"validator panics", func() (*Identity, error) { panic("bug") }, ErrInternal},
 		{"neither identity nor error", func() (*Identity, error) { return nil, nil }, nil},
 		{"identity without subject", func() (*Identity, error) { return &Identity{Name: "x"}, nil }, nil},
-		{"already expired identity", userUntil("old", time.Now().Add(-time.Hour)), nil},
+		{"already expired identity", userUntil("old", newFakeClock().Now().Add(-time.Hour)), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
