@@ -74,7 +74,7 @@ type sessionCache struct {
 	now     func() time.Time
 
 	mu        sync.Mutex
-	entries   map[cacheKey]cacheEntry
+	entries   map[cacheKey]*cacheEntry // never modified once stored
 	nextSweep time.Time
 }
 
@@ -130,7 +130,7 @@ func NewSessionCache(v SessionValidator, opts SessionCacheOptions) (SessionValid
 		negTTL:  opts.NegativeTTL,
 		max:     opts.MaxEntries,
 		now:     monotonicClock(),
-		entries: make(map[cacheKey]cacheEntry),
+		entries: make(map[cacheKey]*cacheEntry),
 	}
 	if c.ttl == 0 {
 		c.ttl = DefaultCacheTTL
@@ -164,6 +164,10 @@ func (c *sessionCache) ValidateSession(ctx context.Context, r *http.Request) (*I
 	}
 	if !isRevalidation(ctx) {
 		if hit, id, err := c.get(k); hit {
+			if id != nil {
+				u := *id
+				id = &u
+			}
 			return id, err
 		}
 	}
@@ -195,7 +199,9 @@ func (c *sessionCache) ValidateSession(ctx context.Context, r *http.Request) (*I
 }
 
 // lookup answers r from the cache alone; hit is false if it cannot. The
-// middleware calls it before it sets up a deadline for the validator.
+// middleware calls it before it sets up a deadline for the validator. The
+// identity is the cache's own, shared with every request of the session:
+// the middleware copies it and never modifies it.
 func (c *sessionCache) lookup(r *http.Request) (hit bool, id *Identity, err error) {
 	k, ok := c.key(r)
 	if !ok || isRevalidation(r.Context()) {
@@ -221,14 +227,16 @@ func (c *sessionCache) fill(ctx context.Context, r *http.Request, k cacheKey) (i
 		if !id.Expires.IsZero() && id.Expires.Before(until) {
 			until = id.Expires
 		}
-		c.put(k, cacheEntry{id: *id, until: until})
+		c.put(k, &cacheEntry{id: *id, until: until})
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrInternal):
 	case errors.Is(err, ErrInvalidCredentials), errors.Is(err, ErrNoCredentials):
-		c.put(k, cacheEntry{err: err, until: now.Add(c.negTTL)})
+		c.put(k, &cacheEntry{err: err, until: now.Add(c.negTTL)})
 	}
 	return id, err
 }
 
+// get returns the remembered answer for k. The identity is the entry's
+// own: the caller must not modify it.
 func (c *sessionCache) get(k cacheKey) (hit bool, id *Identity, err error) {
 	now := c.now()
 	c.mu.Lock()
@@ -244,12 +252,11 @@ func (c *sessionCache) get(k cacheKey) (hit bool, id *Identity, err error) {
 	case e.err != nil:
 		return true, nil, e.err
 	default:
-		id := e.id
-		return true, &id, nil
+		return true, &e.id, nil
 	}
 }
 
-func (c *sessionCache) put(k cacheKey, e cacheEntry) {
+func (c *sessionCache) put(k cacheKey, e *cacheEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {

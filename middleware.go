@@ -235,9 +235,10 @@ func withIdentity(r *http.Request, id *Identity) *http.Request {
 // not modified.
 func (m *Middleware) Authenticate(r *http.Request) (*Identity, error) {
 	client := m.clientAddr(r)
-	d, throttled := m.checkThrottle(r, client)
+	now := m.now()
+	d, throttled := m.checkThrottle(r, client, now)
 	if !throttled {
-		d = m.decide(r)
+		d = m.decide(r, now)
 		m.recordFailure(r, client, &d)
 	}
 	d.client = client
@@ -259,14 +260,15 @@ type decision struct {
 	validatorLatency time.Duration // zero: the validator was not called
 }
 
-func (m *Middleware) decide(r *http.Request) decision {
+// decide decides who r is; now is the time the request is decided at.
+func (m *Middleware) decide(r *http.Request, now time.Time) decision {
 	if tokens, ok := r.Header[PluginTokenHeader]; ok {
 		return m.decidePlugin(tokens)
 	}
 	if m.trustLoopback && loopbackTrusted(r) {
 		return decideLoopback()
 	}
-	return m.decideSession(r)
+	return m.decideSession(r, now)
 }
 
 func (m *Middleware) decidePlugin(tokens []string) decision {
@@ -289,7 +291,7 @@ func (m *Middleware) decidePlugin(tokens []string) decision {
 	return d
 }
 
-func (m *Middleware) decideSession(r *http.Request) decision {
+func (m *Middleware) decideSession(r *http.Request, now time.Time) decision {
 	d := decision{method: MethodSession}
 	if m.sessions == nil {
 		d.err, d.reason = ErrNoCredentials, "no plugin token, and no session validator is configured"
@@ -301,15 +303,28 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 		d.err, d.reason = ErrForbiddenOrigin, "origin not allowed for a session"
 		return d
 	}
-	start := time.Now()
-	id, err := m.validate(r)
-	d.validatorLatency = max(time.Since(start), 1)
+	// The clock is read only when an observer wants the latency: on a
+	// cache hit, reading it costs as much as the lookup.
+	var start time.Time
+	if m.observer != nil {
+		start = time.Now()
+	}
+	hit, id, err := m.lookup(r)
+	if !hit {
+		id, err = m.validate(r)
+		// The call may have taken a while: its answer is checked
+		// against the time it arrived.
+		now = m.now()
+	}
+	if m.observer != nil {
+		d.validatorLatency = max(time.Since(start), 1)
+	}
 	switch {
 	case err == nil && id == nil:
 		d.err, d.reason = fmt.Errorf("%w: session validator returned neither an identity nor an error", ErrInternal), "validator broke its contract"
 	case err == nil && id.Subject == "":
 		d.err, d.reason = fmt.Errorf("%w: session validator returned an identity without a subject", ErrInternal), "validator broke its contract"
-	case err == nil && id.expired(m.now()):
+	case err == nil && id.expired(now):
 		d.err, d.reason = ErrInvalidCredentials, "session expired"
 	case err == nil:
 		// The validator's identity may be shared (a cache hands out the
@@ -344,21 +359,27 @@ func (m *Middleware) decideSession(r *http.Request) decision {
 // sessionLookup is implemented by validators that can answer some requests
 // from memory, such as the session cache. The middleware asks it first, on
 // the request's own goroutine and before any deadline is set up, and calls
-// ValidateSession only when it reports no hit.
+// ValidateSession only when it reports no hit. The identity it returns may
+// be shared with other requests: the caller copies it before handing it
+// out, and never modifies it.
 type sessionLookup interface {
 	lookup(r *http.Request) (hit bool, id *Identity, err error)
 }
 
-// validate asks the session validator about r. A call that does not return
+// lookup answers r from the session validator's memory, if it has one;
+// hit is false if it cannot.
+func (m *Middleware) lookup(r *http.Request) (hit bool, id *Identity, err error) {
+	if l, ok := m.sessions.(sessionLookup); ok {
+		return l.lookup(r)
+	}
+	return false, nil, nil
+}
+
+// validate calls the session validator about r. A call that does not return
 // within the validator timeout gives ErrUnavailable even if the validator
 // ignores its context (it then finishes on its own goroutine, but never
 // holds the handshake), and a panic becomes an error wrapping ErrInternal.
 func (m *Middleware) validate(r *http.Request) (*Identity, error) {
-	if l, ok := m.sessions.(sessionLookup); ok {
-		if hit, id, err := l.lookup(r); hit {
-			return id, err
-		}
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), m.validatorTimeout)
 	defer cancel()
 	type result struct {

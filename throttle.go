@@ -134,12 +134,21 @@ func newThrottle(o ThrottleOptions) (*throttle, error) {
 	return t, nil
 }
 
-// wait returns how long client must wait before its next attempt; zero
-// means it may try now.
-func (t *throttle) wait(ctx context.Context, client string, now time.Time) (time.Duration, error) {
-	drained, err := t.store.Drained(ctx, client)
-	if err != nil {
-		return 0, err
+// wait returns how long the client at addr (remote: the connection's own
+// address) must wait before its next attempt; zero means it may try now.
+// The built-in store is asked without copying the client's key to the heap:
+// every request asks, and most have never failed.
+func (t *throttle) wait(ctx context.Context, addr netip.Addr, remote string, now time.Time) (time.Duration, error) {
+	var buf [64]byte
+	client := t.appendKey(buf[:0], addr, remote)
+	var drained time.Time
+	if s, ok := t.store.(*memoryStore); ok {
+		drained = s.drained(client)
+	} else {
+		var err error
+		if drained, err = t.store.Drained(ctx, string(client)); err != nil {
+			return 0, err
+		}
 	}
 	if !drained.After(now.Add(t.tolerance)) {
 		return 0, nil
@@ -162,14 +171,19 @@ func isFailure(err error) bool {
 // address as is, an IPv6 address grouped by its prefix, and a remote
 // address that is not an IP address (a Unix socket) as a bounded string.
 func (t *throttle) key(addr netip.Addr, remote string) string {
+	return string(t.appendKey(nil, addr, remote))
+}
+
+// appendKey appends the key of [throttle.key] to b.
+func (t *throttle) appendKey(b []byte, addr netip.Addr, remote string) []byte {
 	if !addr.IsValid() {
-		return "remote:" + truncate(remote, 64)
+		return append(append(b, "remote:"...), truncate(remote, 64)...)
 	}
 	if addr.Is4() {
-		return addr.String()
+		return addr.AppendTo(b)
 	}
 	p, _ := addr.Prefix(t.v6bits)
-	return p.String()
+	return p.AppendTo(b)
 }
 
 // clientAddr returns the address of the client that sent r: the remote
@@ -290,12 +304,18 @@ func newMemoryStore(max int) *memoryStore {
 }
 
 func (s *memoryStore) Drained(_ context.Context, client string) (time.Time, error) {
+	return s.drained([]byte(client)), nil
+}
+
+// drained is Drained for a key held in a byte slice, which the map lookup
+// does not copy.
+func (s *memoryStore) drained(client []byte) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[client]; ok {
-		return e.Value.(*memoryEntry).drained, nil
+	if e, ok := s.entries[string(client)]; ok {
+		return e.Value.(*memoryEntry).drained
 	}
-	return time.Time{}, nil
+	return time.Time{}
 }
 
 func (s *memoryStore) Fail(_ context.Context, client string, now time.Time, cost time.Duration) error {
@@ -328,7 +348,7 @@ func (s *memoryStore) len() int {
 
 // checkThrottle refuses r, before its credentials are looked at, if its
 // client has no attempt left. It reports whether r was refused.
-func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision, bool) {
+func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr, now time.Time) (decision, bool) {
 	if m.throttle == nil {
 		return decision{}, false
 	}
@@ -336,7 +356,7 @@ func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision
 	if _, ok := r.Header[PluginTokenHeader]; ok {
 		d.method = MethodPlugin
 	}
-	wait, err := m.throttle.wait(r.Context(), m.throttle.key(client, r.RemoteAddr), m.now())
+	wait, err := m.throttle.wait(r.Context(), client, r.RemoteAddr, now)
 	switch {
 	case err != nil:
 		d.err = &RetryError{Err: fmt.Errorf("%w: throttle store: %w", ErrUnavailable, err), After: m.retryAfter}
