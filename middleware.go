@@ -235,10 +235,9 @@ func withIdentity(r *http.Request, id *Identity) *http.Request {
 // not modified.
 func (m *Middleware) Authenticate(r *http.Request) (*Identity, error) {
 	client := m.clientAddr(r)
-	now := m.now()
-	d, throttled := m.checkThrottle(r, client, now)
+	d, throttled := m.checkThrottle(r, client)
 	if !throttled {
-		d = m.decide(r, now)
+		d = m.decide(r)
 		m.recordFailure(r, client, &d)
 	}
 	d.client = client
@@ -260,15 +259,14 @@ type decision struct {
 	validatorLatency time.Duration // zero: the validator was not called
 }
 
-// decide decides who r is; now is the time the request is decided at.
-func (m *Middleware) decide(r *http.Request, now time.Time) decision {
+func (m *Middleware) decide(r *http.Request) decision {
 	if tokens, ok := r.Header[PluginTokenHeader]; ok {
 		return m.decidePlugin(tokens)
 	}
 	if m.trustLoopback && loopbackTrusted(r) {
 		return decideLoopback()
 	}
-	return m.decideSession(r, now)
+	return m.decideSession(r)
 }
 
 func (m *Middleware) decidePlugin(tokens []string) decision {
@@ -291,7 +289,7 @@ func (m *Middleware) decidePlugin(tokens []string) decision {
 	return d
 }
 
-func (m *Middleware) decideSession(r *http.Request, now time.Time) decision {
+func (m *Middleware) decideSession(r *http.Request) decision {
 	d := decision{method: MethodSession}
 	if m.sessions == nil {
 		d.err, d.reason = ErrNoCredentials, "no plugin token, and no session validator is configured"
@@ -312,9 +310,6 @@ func (m *Middleware) decideSession(r *http.Request, now time.Time) decision {
 	hit, id, err := m.lookup(r)
 	if !hit {
 		id, err = m.validate(r)
-		// The call may have taken a while: its answer is checked
-		// against the time it arrived.
-		now = m.now()
 	}
 	if m.observer != nil {
 		d.validatorLatency = max(time.Since(start), 1)
@@ -324,7 +319,7 @@ func (m *Middleware) decideSession(r *http.Request, now time.Time) decision {
 		d.err, d.reason = fmt.Errorf("%w: session validator returned neither an identity nor an error", ErrInternal), "validator broke its contract"
 	case err == nil && id.Subject == "":
 		d.err, d.reason = fmt.Errorf("%w: session validator returned an identity without a subject", ErrInternal), "validator broke its contract"
-	case err == nil && id.expired(now):
+	case err == nil && id.expired(m.now()):
 		d.err, d.reason = ErrInvalidCredentials, "session expired"
 	case err == nil:
 		// The validator's identity may be shared (a cache hands out the

@@ -136,9 +136,10 @@ func newThrottle(o ThrottleOptions) (*throttle, error) {
 
 // wait returns how long the client at addr (remote: the connection's own
 // address) must wait before its next attempt; zero means it may try now.
-// The built-in store is asked without copying the client's key to the heap:
-// every request asks, and most have never failed.
-func (t *throttle) wait(ctx context.Context, addr netip.Addr, remote string, now time.Time) (time.Duration, error) {
+// Every request asks, and most come from clients that have never failed:
+// the built-in store is asked without copying the client's key to the
+// heap, and the clock is read only for a client the store knows.
+func (t *throttle) wait(ctx context.Context, addr netip.Addr, remote string, clock func() time.Time) (time.Duration, error) {
 	var buf [64]byte
 	client := t.appendKey(buf[:0], addr, remote)
 	var drained time.Time
@@ -150,6 +151,10 @@ func (t *throttle) wait(ctx context.Context, addr netip.Addr, remote string, now
 			return 0, err
 		}
 	}
+	if drained.IsZero() {
+		return 0, nil
+	}
+	now := clock()
 	if !drained.After(now.Add(t.tolerance)) {
 		return 0, nil
 	}
@@ -348,7 +353,7 @@ func (s *memoryStore) len() int {
 
 // checkThrottle refuses r, before its credentials are looked at, if its
 // client has no attempt left. It reports whether r was refused.
-func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr, now time.Time) (decision, bool) {
+func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision, bool) {
 	if m.throttle == nil {
 		return decision{}, false
 	}
@@ -356,7 +361,7 @@ func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr, now time.
 	if _, ok := r.Header[PluginTokenHeader]; ok {
 		d.method = MethodPlugin
 	}
-	wait, err := m.throttle.wait(r.Context(), client, r.RemoteAddr, now)
+	wait, err := m.throttle.wait(r.Context(), client, r.RemoteAddr, m.now)
 	switch {
 	case err != nil:
 		d.err = &RetryError{Err: fmt.Errorf("%w: throttle store: %w", ErrUnavailable, err), After: m.retryAfter}
