@@ -192,7 +192,7 @@ func TestPluginKeyCheckIsCheap(t *testing.T) {
 				}
 			})
 			assert.LessOrEqual(t, allocs, 3.0, "allocations per Authenticate with a plugin key")
-			t.Logf("Authenticate with a plugin key, %d keys configured: %.0f allocation(s)", n, allocs)
+			t.Logf("Authenticate with a plugin key, %s configured: %.0f allocation(s)", name, allocs)
 		})
 	}
 }
