@@ -93,8 +93,11 @@ func splitOrigin(origin string) (scheme, host string, ok bool) {
 	if !ok || host == "" || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
 		return "", "", false
 	}
-	if strings.ContainsAny(host, "/?#@ \t\\*") {
-		return "", "", false
+	for i := 0; i < len(host); i++ {
+		switch host[i] {
+		case '/', '?', '#', '@', ' ', '\t', '\\', '*':
+			return "", "", false
+		}
 	}
 	return scheme, host, true
 }
