@@ -75,7 +75,7 @@ func (m *Middleware) originAllowed(r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	if strings.EqualFold(host, r.Host) && (r.TLS == nil || strings.EqualFold(scheme, "https")) {
+	if (host == r.Host || strings.EqualFold(host, r.Host)) && (r.TLS == nil || strings.EqualFold(scheme, "https")) {
 		return true
 	}
 	for _, p := range m.origins {

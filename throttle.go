@@ -357,20 +357,20 @@ func (m *Middleware) checkThrottle(r *http.Request, client netip.Addr) (decision
 	if m.throttle == nil {
 		return decision{}, false
 	}
+	wait, err := m.throttle.wait(r.Context(), client, r.RemoteAddr, m.now)
+	if err == nil && wait <= 0 {
+		return decision{}, false
+	}
 	d := decision{method: MethodSession}
 	if _, ok := r.Header[PluginTokenHeader]; ok {
 		d.method = MethodPlugin
 	}
-	wait, err := m.throttle.wait(r.Context(), client, r.RemoteAddr, m.now)
-	switch {
-	case err != nil:
+	if err != nil {
 		d.err = &RetryError{Err: fmt.Errorf("%w: throttle store: %w", ErrUnavailable, err), After: m.retryAfter}
 		d.reason = "throttle store failed: " + err.Error()
-	case wait > 0:
+	} else {
 		d.err = &RetryError{Err: ErrThrottled, After: wait}
 		d.reason = "too many failed attempts from this client"
-	default:
-		return decision{}, false
 	}
 	return d, true
 }
