@@ -12,11 +12,35 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
 )
 
-// upgradeRequest returns a handshake as a browser or a plugin sends it, with
-// the headers real clients send, so that the benchmarks pay for realistic
-// header maps.
+// The benchmarks measure the decision alone (BenchmarkAuthenticate) and
+// full handshakes over loopback side by side with the bare upgrade
+// (BenchmarkHandshake); conn_scale_test.go measures what live connections
+// cost. BENCHMARKS.md gives the results and the command behind them.
+
+// benchSessionLatency is how long the stand-in session service takes to
+// answer, as a session service across a network does.
+const benchSessionLatency = time.Millisecond
+
+// browserHeaders are the headers a browser sends with every handshake,
+// besides those of the upgrade itself, so that the benchmarks pay for
+// realistic header maps.
+var browserHeaders = []string{
+	"User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+	"Accept-Encoding", "gzip, deflate, br, zstd",
+	"Accept-Language", "en-US,en;q=0.9",
+	"Cache-Control", "no-cache",
+	"Pragma", "no-cache",
+}
+
+// browserCookie is the Cookie header of a signed-in browser: a signed
+// Better Auth session cookie among a few others, as a real page sends it.
+var browserCookie = "theme=dark; " + baCookie + "=" + signed(baSecret, "good-alice") + "; _ga=GA1.1.1234567890.1764700000; lang=en"
+
+// upgradeRequest returns a handshake as a browser or a plugin sends it to
+// http://chat.example.com/chat, with extra headers (name, value, ...) added.
 func upgradeRequest(extra ...string) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, "http://chat.example.com/chat", nil)
 	h := r.Header
@@ -25,75 +49,101 @@ func upgradeRequest(extra ...string) *http.Request {
 	h.Set("Sec-WebSocket-Version", "13")
 	h.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 	h.Set("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
-	h.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36")
-	h.Set("Accept-Encoding", "gzip, deflate, br, zstd")
-	h.Set("Accept-Language", "en-US,en;q=0.9")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Pragma", "no-cache")
-	for i := 0; i < len(extra); i += 2 {
-		h.Set(extra[i], extra[i+1])
+	for _, kv := range [][]string{browserHeaders, extra} {
+		for i := 0; i+1 < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
 	}
 	r.RemoteAddr = "203.0.113.7:51234"
 	return r
 }
 
 // benchKeys returns n configured keys; the first is testKey.
-func benchKeys(b *testing.B, n int) *PluginKeys {
-	b.Helper()
+func benchKeys(tb testing.TB, n int) *PluginKeys {
+	tb.Helper()
 	keys := []PluginKey{{Name: "telegram", Key: testKey}}
 	for i := 1; i < n; i++ {
 		keys = append(keys, PluginKey{Name: fmt.Sprintf("plugin%d", i), Key: fmt.Sprintf("%s-%04d", testKeyDiscord, i)})
 	}
 	p, err := NewPluginKeys(keys...)
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return p
 }
 
-func benchAuthenticate(b *testing.B, m *Middleware, r *http.Request, wantErr bool) {
-	b.Helper()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		id, err := m.Authenticate(r)
-		if (err != nil) != wantErr || (err == nil && id == nil) {
-			b.Fatalf("unexpected outcome: %v", err)
-		}
-	}
+// benchSessions returns the Better Auth validator, asking a stand-in
+// get-session endpoint that answers after benchSessionLatency: on its
+// own, it is the naive set-up that asks the session service on every
+// handshake.
+func benchSessions(tb testing.TB) SessionValidator {
+	tb.Helper()
+	f := newFakeBetterAuth(tb)
+	f.latency.Store(int64(benchSessionLatency))
+	return newBetterAuthFor(tb, f, BetterAuthOptions{Timeout: 10 * time.Second})
 }
 
-// BenchmarkAuthenticate measures the decision alone, without the network.
+// benchCache wraps v in a session cache with its default options.
+func benchCache(tb testing.TB, v SessionValidator) SessionValidator {
+	tb.Helper()
+	c, err := NewSessionCache(v, SessionCacheOptions{})
+	require.NoError(tb, err)
+	return c
+}
+
+// benchMiddleware returns a middleware with the default options, as a
+// gateway runs it (throttling on), and the given keys, sessions and
+// throttle.
+func benchMiddleware(tb testing.TB, keys *PluginKeys, sessions SessionValidator, throttle ThrottleOptions) *Middleware {
+	tb.Helper()
+	m, err := New(Options{PluginKeys: keys, Sessions: sessions, Throttle: throttle, ValidatorTimeout: 10 * time.Second})
+	require.NoError(tb, err)
+	return m
+}
+
+// cachedSessionMiddleware returns a middleware whose session cache already
+// knows the browser's session, as after its first handshake, and the
+// browser's next handshake.
+func cachedSessionMiddleware(tb testing.TB) (*Middleware, *http.Request) {
+	tb.Helper()
+	m := benchMiddleware(tb, nil, benchCache(tb, benchSessions(tb)), ThrottleOptions{})
+	r := upgradeRequest("Origin", "http://chat.example.com", "Cookie", browserCookie)
+	id, err := m.Authenticate(r)
+	require.NoError(tb, err)
+	require.Equal(tb, "alice", id.Name)
+	return m, r
+}
+
+// BenchmarkAuthenticate measures the decision alone, without the network,
+// on one goroutine: the CPU time a handshake spends in the library.
 func BenchmarkAuthenticate(b *testing.B) {
-	sessions := &fakeSessions{}
-	// Throttling is off, so that a wrong key is checked on every
-	// iteration; "wrong-key-throttled" measures the throttled refusal.
-	newM := func(keys *PluginKeys) *Middleware {
-		m, err := New(Options{PluginKeys: keys, Sessions: sessions, Throttle: ThrottleOptions{Disabled: true}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return m
+	run := func(name string, m *Middleware, r *http.Request, wantErr bool) {
+		b.Run(name, func(b *testing.B) {
+			// The first call is not timed: it fills the cache, or
+			// uses up the throttle's budget.
+			_, _ = m.Authenticate(r)
+			b.ReportAllocs()
+			for b.Loop() {
+				id, err := m.Authenticate(r)
+				if (err != nil) != wantErr || (err == nil && id == nil) {
+					b.Fatalf("unexpected outcome: %v", err)
+				}
+			}
+		})
 	}
-	b.Run("plugin-1key", func(b *testing.B) {
-		benchAuthenticate(b, newM(benchKeys(b, 1)), upgradeRequest(PluginTokenHeader, testKey), false)
-	})
-	b.Run("plugin-8keys", func(b *testing.B) {
-		benchAuthenticate(b, newM(benchKeys(b, 8)), upgradeRequest(PluginTokenHeader, testKey), false)
-	})
-	b.Run("wrong-key", func(b *testing.B) {
-		benchAuthenticate(b, newM(benchKeys(b, 1)), upgradeRequest(PluginTokenHeader, "wrong-"+testKey), true)
-	})
-	b.Run("wrong-key-throttled", func(b *testing.B) {
-		m, err := New(Options{PluginKeys: benchKeys(b, 1), Throttle: ThrottleOptions{MaxFailures: 1}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		benchAuthenticate(b, m, upgradeRequest(PluginTokenHeader, "wrong-"+testKey), true)
-	})
-	b.Run("no-credential", func(b *testing.B) {
-		benchAuthenticate(b, newM(benchKeys(b, 1)), upgradeRequest("Origin", "http://chat.example.com"), true)
-	})
+	one, eight := benchKeys(b, 1), benchKeys(b, 8)
+	sessions := benchCache(b, benchSessions(b))
+	plugin := upgradeRequest(PluginTokenHeader, testKey)
+	wrong := upgradeRequest(PluginTokenHeader, "wrong-"+testKey)
+
+	run("plugin-1key", benchMiddleware(b, one, sessions, ThrottleOptions{}), plugin, false)
+	run("plugin-8keys", benchMiddleware(b, eight, sessions, ThrottleOptions{}), plugin, false)
+	// Throttling is off, so that the wrong key is compared on every
+	// iteration; "wrong-key-throttled" measures the refusal of a client
+	// that has used up its attempts.
+	run("wrong-key", benchMiddleware(b, one, sessions, ThrottleOptions{Disabled: true}), wrong, true)
+	run("wrong-key-throttled", benchMiddleware(b, one, sessions, ThrottleOptions{MaxFailures: 1}), wrong, true)
+	run("no-credential", benchMiddleware(b, one, sessions, ThrottleOptions{}), upgradeRequest("Origin", "http://chat.example.com"), true)
+	m, r := cachedSessionMiddleware(b)
+	run("session-cached", m, r, false)
 }
 
 // lingerZeroClient returns an HTTP client whose connections are reset on
@@ -116,7 +166,8 @@ func lingerZeroClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
 }
 
-// acceptHandler upgrades and closes at once: the cost of a handshake.
+// acceptHandler upgrades with coder/websocket alone and closes at once:
+// the bare handshake.
 var acceptHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
@@ -125,16 +176,39 @@ var acceptHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request
 	c.CloseNow()
 })
 
-// benchHandshake dials handler over loopback in parallel: dial, upgrade,
-// close, as a reconnect storm does.
-func benchHandshake(b *testing.B, handler http.Handler, header http.Header) {
-	b.Helper()
+// libraryHandler is the same handler as a gateway writes it with the
+// library: wrapped by m, upgrading with [Middleware.Accept], which ties
+// the socket to its identity.
+func libraryHandler(m *Middleware) http.Handler {
+	return m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := m.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		c.CloseNow()
+	}))
+}
+
+// benchHandshake dials handler over loopback from many goroutines at once,
+// as clients do in a reconnect storm: dial, upgrade, close. Every dial
+// sends a browser's headers and Origin, and extra headers (name, value,
+// ...) such as a credential.
+func benchHandshake(b *testing.B, handler http.Handler, extra ...string) {
 	srv := httptest.NewServer(handler)
 	defer srv.Close()
 	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/chat"
+	header := http.Header{}
+	for _, kv := range [][]string{browserHeaders, {"Origin", srv.URL}, extra} {
+		for i := 0; i+1 < len(kv); i += 2 {
+			header.Set(kv[i], kv[i+1])
+		}
+	}
 	client := lingerZeroClient()
+	defer client.CloseIdleConnections()
 	b.ReportAllocs()
+	b.SetParallelism(4)
 	b.ResetTimer()
+	start := processCPU(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			c, _, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header})
@@ -145,19 +219,39 @@ func benchHandshake(b *testing.B, handler http.Handler, header http.Header) {
 			c.CloseNow()
 		}
 	})
+	b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 }
 
-// BenchmarkHandshake measures full WebSocket handshakes over loopback with
-// and without the middleware in front of the same handler.
+// processCPU returns the CPU time the process has used, in user and
+// kernel mode. Unlike the time on the clock, it does not grow while the
+// machine runs something else.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(tb, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkHandshake measures full WebSocket handshakes over loopback,
+// client and server in one process, with and without the library in front
+// of the same upgrade. naive-session asks the session service (answering
+// after benchSessionLatency) on every handshake; session-cached asks the
+// same service through a session cache that already knows the session.
 func BenchmarkHandshake(b *testing.B) {
-	m, err := New(Options{PluginKeys: benchKeys(b, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	naive := benchSessions(b)
+	cached := benchCache(b, naive)
 	b.Run("bare", func(b *testing.B) {
-		benchHandshake(b, acceptHandler, nil)
+		benchHandshake(b, acceptHandler)
 	})
 	b.Run("plugin", func(b *testing.B) {
-		benchHandshake(b, m.Handler(acceptHandler), http.Header{PluginTokenHeader: {testKey}})
+		m := benchMiddleware(b, benchKeys(b, 1), nil, ThrottleOptions{})
+		benchHandshake(b, libraryHandler(m), PluginTokenHeader, testKey)
+	})
+	b.Run("session-cached", func(b *testing.B) {
+		m := benchMiddleware(b, nil, cached, ThrottleOptions{})
+		benchHandshake(b, libraryHandler(m), "Cookie", browserCookie)
+	})
+	b.Run("naive-session", func(b *testing.B) {
+		m := benchMiddleware(b, nil, naive, ThrottleOptions{})
+		benchHandshake(b, libraryHandler(m), "Cookie", browserCookie)
 	})
 }

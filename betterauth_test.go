@@ -31,13 +31,14 @@ const (
 // fakeBetterAuth speaks the get-session contract. The token part of the
 // session cookie (or of the bearer token) selects the answer.
 type fakeBetterAuth struct {
-	srv   *httptest.Server
-	calls atomic.Int64
-	mu    sync.Mutex
-	last  *http.Request
+	srv     *httptest.Server
+	calls   atomic.Int64
+	latency atomic.Int64 // nanoseconds every answer waits, as across a network
+	mu      sync.Mutex
+	last    *http.Request
 }
 
-func newFakeBetterAuth(t *testing.T) *fakeBetterAuth {
+func newFakeBetterAuth(t testing.TB) *fakeBetterAuth {
 	t.Helper()
 	f := &fakeBetterAuth{}
 	mux := http.NewServeMux()
@@ -46,6 +47,9 @@ func newFakeBetterAuth(t *testing.T) *fakeBetterAuth {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		f.calls.Add(1)
+		if d := f.latency.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
 		f.mu.Lock()
 		f.last = r.Clone(context.Background())
 		f.mu.Unlock()
@@ -119,7 +123,7 @@ func (f *fakeBetterAuth) lastRequest() *http.Request {
 	return f.last
 }
 
-func newBetterAuthFor(t *testing.T, f *fakeBetterAuth, opts BetterAuthOptions) SessionValidator {
+func newBetterAuthFor(t testing.TB, f *fakeBetterAuth, opts BetterAuthOptions) SessionValidator {
 	t.Helper()
 	opts.BaseURL = f.srv.URL
 	if opts.Timeout == 0 {

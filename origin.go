@@ -75,7 +75,7 @@ func (m *Middleware) originAllowed(r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	if strings.EqualFold(host, r.Host) && (r.TLS == nil || strings.EqualFold(scheme, "https")) {
+	if (host == r.Host || strings.EqualFold(host, r.Host)) && (r.TLS == nil || strings.EqualFold(scheme, "https")) {
 		return true
 	}
 	for _, p := range m.origins {
@@ -93,8 +93,11 @@ func splitOrigin(origin string) (scheme, host string, ok bool) {
 	if !ok || host == "" || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
 		return "", "", false
 	}
-	if strings.ContainsAny(host, "/?#@ \t\\*") {
-		return "", "", false
+	for i := 0; i < len(host); i++ {
+		switch host[i] {
+		case '/', '?', '#', '@', ' ', '\t', '\\', '*':
+			return "", "", false
+		}
 	}
 	return scheme, host, true
 }

@@ -173,3 +173,26 @@ func TestReload(t *testing.T) {
 	require.Error(t, keys.Reload())
 	assert.Equal(t, []string{"telegram#next"}, keys.Names())
 }
+
+// TestPluginKeyCheckIsCheap bounds the allocations of a handshake's
+// decision with a valid plugin key, with one key configured and with
+// eight.
+func TestPluginKeyCheckIsCheap(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes escape analysis and so the allocation count; CI runs this test without it")
+	}
+	for name, n := range map[string]int{"one key": 1, "eight keys": 8} {
+		t.Run(name, func(t *testing.T) {
+			m := benchMiddleware(t, benchKeys(t, n), nil, ThrottleOptions{})
+			r := upgradeRequest(PluginTokenHeader, testKey)
+			allocs := testing.AllocsPerRun(1000, func() {
+				id, err := m.Authenticate(r)
+				if err != nil || id.Name != "telegram" {
+					t.Fatalf("Authenticate = %v, %v", id, err)
+				}
+			})
+			assert.LessOrEqual(t, allocs, 3.0, "allocations per Authenticate with a plugin key")
+			t.Logf("Authenticate with a plugin key, %s configured: %.0f allocation(s)", name, allocs)
+		})
+	}
+}
