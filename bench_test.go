@@ -176,17 +176,17 @@ var acceptHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request
 	c.CloseNow()
 })
 
-// libraryHandler is the same handler as a gateway writes it with the
-// library: wrapped by m, upgrading with [Middleware.Accept], which ties
-// the socket to its identity.
-func libraryHandler(m *Middleware) http.Handler {
-	return m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// liveHandler is the same handler upgrading with [Middleware.Accept]
+// instead, which ties the socket to its identity: it is closed when the
+// session ends.
+func liveHandler(m *Middleware) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _, err := m.Accept(w, r, nil)
 		if err != nil {
 			return
 		}
 		c.CloseNow()
-	}))
+	})
 }
 
 // benchHandshake dials handler over loopback from many goroutines at once,
@@ -232,26 +232,39 @@ func processCPU(tb testing.TB) time.Duration {
 }
 
 // BenchmarkHandshake measures full WebSocket handshakes over loopback,
-// client and server in one process, with and without the library in front
-// of the same upgrade. naive-session asks the session service (answering
-// after benchSessionLatency) on every handshake; session-cached asks the
-// same service through a session cache that already knows the session.
+// client and server in one process: coder/websocket's Accept alone (bare),
+// and behind the middleware with a plugin key, with a session its cache
+// already knows, and with the naive set-up that asks the session service
+// (answering after benchSessionLatency) on every handshake. plugin-live
+// and session-cached-live upgrade with Middleware.Accept instead, which
+// also tracks the socket as a live connection of its identity.
 func BenchmarkHandshake(b *testing.B) {
 	naive := benchSessions(b)
 	cached := benchCache(b, naive)
+	// The cache learns the browser's session before the first handshake.
+	_, err := cached.ValidateSession(context.Background(), upgradeRequest("Cookie", browserCookie))
+	require.NoError(b, err)
+	plugin := func(b *testing.B) *Middleware { return benchMiddleware(b, benchKeys(b, 1), nil, ThrottleOptions{}) }
+	session := func(b *testing.B) *Middleware { return benchMiddleware(b, nil, cached, ThrottleOptions{}) }
 	b.Run("bare", func(b *testing.B) {
 		benchHandshake(b, acceptHandler)
 	})
 	b.Run("plugin", func(b *testing.B) {
-		m := benchMiddleware(b, benchKeys(b, 1), nil, ThrottleOptions{})
-		benchHandshake(b, libraryHandler(m), PluginTokenHeader, testKey)
+		benchHandshake(b, plugin(b).Handler(acceptHandler), PluginTokenHeader, testKey)
 	})
 	b.Run("session-cached", func(b *testing.B) {
-		m := benchMiddleware(b, nil, cached, ThrottleOptions{})
-		benchHandshake(b, libraryHandler(m), "Cookie", browserCookie)
+		benchHandshake(b, session(b).Handler(acceptHandler), "Cookie", browserCookie)
 	})
 	b.Run("naive-session", func(b *testing.B) {
 		m := benchMiddleware(b, nil, naive, ThrottleOptions{})
-		benchHandshake(b, libraryHandler(m), "Cookie", browserCookie)
+		benchHandshake(b, m.Handler(acceptHandler), "Cookie", browserCookie)
+	})
+	b.Run("plugin-live", func(b *testing.B) {
+		m := plugin(b)
+		benchHandshake(b, m.Handler(liveHandler(m)), PluginTokenHeader, testKey)
+	})
+	b.Run("session-cached-live", func(b *testing.B) {
+		m := session(b)
+		benchHandshake(b, m.Handler(liveHandler(m)), "Cookie", browserCookie)
 	})
 }
