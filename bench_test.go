@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -189,38 +191,77 @@ func liveHandler(m *Middleware) http.Handler {
 	})
 }
 
-// benchHandshake dials handler over loopback from many goroutines at once,
-// as clients do in a reconnect storm: dial, upgrade, close. Every dial
-// sends a browser's headers and Origin, and extra headers (name, value,
-// ...) such as a credential.
-func benchHandshake(b *testing.B, handler http.Handler, extra ...string) {
-	srv := httptest.NewServer(handler)
-	defer srv.Close()
-	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/chat"
-	header := http.Header{}
-	for _, kv := range [][]string{browserHeaders, {"Origin", srv.URL}, extra} {
+// handshakeSetup is one way of serving a handshake: a handler, and the
+// headers (name, value, ...) its clients send besides a browser's.
+type handshakeSetup struct {
+	name    string
+	handler http.Handler
+	extra   []string
+}
+
+// handshakeSetups returns the set-ups of BenchmarkHandshake, bare first:
+// coder/websocket's Accept alone, then behind the middleware with a plugin
+// key, with a session its cache already knows, and with the naive set-up
+// that asks the session service (answering after benchSessionLatency) on
+// every handshake. The "-live" ones upgrade with Middleware.Accept
+// instead, which also tracks the socket as a live connection of its
+// identity.
+func handshakeSetups(tb testing.TB) []handshakeSetup {
+	tb.Helper()
+	naive := benchSessions(tb)
+	cached := benchCache(tb, naive)
+	// The cache learns the browser's session before the first handshake.
+	_, err := cached.ValidateSession(context.Background(), upgradeRequest("Cookie", browserCookie))
+	require.NoError(tb, err)
+	plugin := benchMiddleware(tb, benchKeys(tb, 1), nil, ThrottleOptions{})
+	session := benchMiddleware(tb, nil, cached, ThrottleOptions{})
+	key := []string{PluginTokenHeader, testKey}
+	cookie := []string{"Cookie", browserCookie}
+	return []handshakeSetup{
+		{"bare", acceptHandler, nil},
+		{"plugin", plugin.Handler(acceptHandler), key},
+		{"session-cached", session.Handler(acceptHandler), cookie},
+		{"naive-session", benchMiddleware(tb, nil, naive, ThrottleOptions{}).Handler(acceptHandler), cookie},
+		{"plugin-live", plugin.Handler(liveHandler(plugin)), key},
+		{"session-cached-live", session.Handler(liveHandler(session)), cookie},
+	}
+}
+
+// handshakeServer serves a set-up over loopback until the test ends.
+type handshakeServer struct {
+	url    string
+	header http.Header
+	client *http.Client
+}
+
+func startHandshakeServer(tb testing.TB, s handshakeSetup) *handshakeServer {
+	srv := httptest.NewServer(s.handler)
+	h := &handshakeServer{url: "ws" + strings.TrimPrefix(srv.URL, "http") + "/chat", header: http.Header{}, client: lingerZeroClient()}
+	tb.Cleanup(func() {
+		srv.Close()
+		h.client.CloseIdleConnections()
+	})
+	for _, kv := range [][]string{browserHeaders, {"Origin", srv.URL}, s.extra} {
 		for i := 0; i+1 < len(kv); i += 2 {
-			header.Set(kv[i], kv[i+1])
+			h.header.Set(kv[i], kv[i+1])
 		}
 	}
-	client := lingerZeroClient()
-	defer client.CloseIdleConnections()
-	b.ReportAllocs()
-	b.SetParallelism(4)
-	b.ResetTimer()
-	start := processCPU(b)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			c, _, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: header})
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			c.CloseNow()
-		}
-	})
-	b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+	return h
 }
+
+// handshake makes one handshake, as a browser or a plugin makes it: dial,
+// upgrade, close.
+func (h *handshakeServer) handshake() error {
+	c, _, err := websocket.Dial(context.Background(), h.url, &websocket.DialOptions{HTTPClient: h.client, HTTPHeader: h.header})
+	if err != nil {
+		return err
+	}
+	return c.CloseNow()
+}
+
+// handshakeDialers is how many clients dial at once, as in a reconnect
+// storm: enough to keep both cores of a small machine busy.
+const handshakeDialers = 8
 
 // processCPU returns the CPU time the process has used, in user and
 // kernel mode. Unlike the time on the clock, it does not grow while the
@@ -232,39 +273,69 @@ func processCPU(tb testing.TB) time.Duration {
 }
 
 // BenchmarkHandshake measures full WebSocket handshakes over loopback,
-// client and server in one process: coder/websocket's Accept alone (bare),
-// and behind the middleware with a plugin key, with a session its cache
-// already knows, and with the naive set-up that asks the session service
-// (answering after benchSessionLatency) on every handshake. plugin-live
-// and session-cached-live upgrade with Middleware.Accept instead, which
-// also tracks the socket as a live connection of its identity.
+// client and server in one process, from handshakeDialers clients at once,
+// for each of the handshakeSetups. cpu-ns/op is the CPU time of the
+// process, client included, per handshake.
 func BenchmarkHandshake(b *testing.B) {
-	naive := benchSessions(b)
-	cached := benchCache(b, naive)
-	// The cache learns the browser's session before the first handshake.
-	_, err := cached.ValidateSession(context.Background(), upgradeRequest("Cookie", browserCookie))
-	require.NoError(b, err)
-	plugin := func(b *testing.B) *Middleware { return benchMiddleware(b, benchKeys(b, 1), nil, ThrottleOptions{}) }
-	session := func(b *testing.B) *Middleware { return benchMiddleware(b, nil, cached, ThrottleOptions{}) }
-	b.Run("bare", func(b *testing.B) {
-		benchHandshake(b, acceptHandler)
-	})
-	b.Run("plugin", func(b *testing.B) {
-		benchHandshake(b, plugin(b).Handler(acceptHandler), PluginTokenHeader, testKey)
-	})
-	b.Run("session-cached", func(b *testing.B) {
-		benchHandshake(b, session(b).Handler(acceptHandler), "Cookie", browserCookie)
-	})
-	b.Run("naive-session", func(b *testing.B) {
-		m := benchMiddleware(b, nil, naive, ThrottleOptions{})
-		benchHandshake(b, m.Handler(acceptHandler), "Cookie", browserCookie)
-	})
-	b.Run("plugin-live", func(b *testing.B) {
-		m := plugin(b)
-		benchHandshake(b, m.Handler(liveHandler(m)), PluginTokenHeader, testKey)
-	})
-	b.Run("session-cached-live", func(b *testing.B) {
-		m := session(b)
-		benchHandshake(b, m.Handler(liveHandler(m)), "Cookie", browserCookie)
-	})
+	for _, s := range handshakeSetups(b) {
+		b.Run(s.name, func(b *testing.B) {
+			h := startHandshakeServer(b, s)
+			b.ReportAllocs()
+			b.SetParallelism(handshakeDialers / runtime.GOMAXPROCS(0))
+			b.ResetTimer()
+			start := processCPU(b)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := h.handshake(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// BenchmarkHandshakeOverhead runs the handshakes of BenchmarkHandshake,
+// except naive-session, in rounds of 64 of each set-up in turn (each round
+// starting with the next set-up), and reports each one's time per
+// handshake relative to bare (plugin/bare, and so on). On a machine whose
+// speed drifts from one second to the next, as a shared VM's does, this
+// ratio is steadier than one between benchmarks run seconds apart.
+func BenchmarkHandshakeOverhead(b *testing.B) {
+	var setups []handshakeSetup
+	var servers []*handshakeServer
+	for _, s := range handshakeSetups(b) {
+		if s.name != "naive-session" {
+			setups = append(setups, s)
+			servers = append(servers, startHandshakeServer(b, s))
+		}
+	}
+	elapsed := make([]time.Duration, len(setups))
+	round := 0
+	for b.Loop() {
+		for j := range setups {
+			i := (round + j) % len(setups)
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range handshakeDialers {
+				wg.Go(func() {
+					for range 64 / handshakeDialers {
+						if err := servers[i].handshake(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			elapsed[i] += time.Since(start)
+		}
+		round++
+	}
+	b.ReportMetric(0, "ns/op")
+	for i := 1; i < len(setups); i++ {
+		b.ReportMetric(float64(elapsed[i])/float64(elapsed[0]), setups[i].name+"/bare")
+	}
 }
